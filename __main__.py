@@ -1,0 +1,13 @@
+"""The ha-ai-stack Pulumi program: stack config -> HaAiStack -> exports."""
+
+import pulumi
+
+from components import HaAiStack, load_stack_config
+
+config = load_stack_config()
+stack = HaAiStack(pulumi.get_stack(), config)
+
+pulumi.export("tier", config.tier)
+pulumi.export("namespace", config.namespace)
+pulumi.export("services", sorted(stack.services))
+pulumi.export("endpoints", stack.endpoints())

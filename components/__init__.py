@@ -1,0 +1,39 @@
+"""ha-ai-stack: Pulumi components for highly available GPU inference on Kubernetes.
+
+Importing this package registers nothing and does no I/O; resources exist only once you construct a
+component inside a Pulumi program.
+"""
+
+from .config import ConfigError, StackConfig, load_stack_config, validate_stack_config
+from .connection import RedisConnection
+from .inference import (
+    AutoscalingSpec,
+    DisruptionSpec,
+    InferenceService,
+    InferenceServiceArgs,
+    MetricSpec,
+    ResourceSpec,
+    SecretKeyRef,
+)
+from .probes import PRESETS, ServerPreset
+from .scheduling import GpuSchedulingContract
+from .stack import HaAiStack
+
+__all__ = [
+    "AutoscalingSpec",
+    "ConfigError",
+    "DisruptionSpec",
+    "GpuSchedulingContract",
+    "HaAiStack",
+    "InferenceService",
+    "InferenceServiceArgs",
+    "MetricSpec",
+    "PRESETS",
+    "RedisConnection",
+    "ResourceSpec",
+    "SecretKeyRef",
+    "ServerPreset",
+    "StackConfig",
+    "load_stack_config",
+    "validate_stack_config",
+]

@@ -1,0 +1,291 @@
+"""The stack config: one pydantic model, tier defaults, and a loader that reports every problem at once.
+
+Config lives under the ``haai:`` namespace of a Pulumi stack file. Tier defaults fill what a stack
+leaves out; model defaults are the production ones, so a library user gets HA without a config file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from difflib import get_close_matches
+from typing import Any, Literal, Union, get_args, get_origin
+
+import pulumi
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .inference import InferenceSpec
+from .quantity import positive_quantity
+
+NAMESPACE = "haai"
+Tier = Literal["dev", "staging", "prod"]
+TIERS: tuple[str, ...] = get_args(Tier)
+MIN_KUBERNETES_MINOR = 30  # preStop `sleep` action (beta, on by default since 1.30)
+MAX_KUBERNETES_MINOR = 37  # newest schema kubernetes-validate ships
+DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+# What each tier changes from the (production) model defaults. The README table is generated from this.
+TIER_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "dev": {
+        "inference": {"replicas": 1, "anti_affinity": "preferred", "zone_spread": "preferred"},
+        "redis": {"replicas_per_shard": 0, "storage_size": "1Gi"},
+    },
+    "staging": {"inference": {"replicas": 2}, "redis": {"storage_size": "10Gi"}},
+    "prod": {"inference": {}, "redis": {}},
+}
+
+
+def _dns_label(value: str, max_length: int = 40) -> str:
+    if len(value) > max_length or not DNS_LABEL.match(value):
+        raise ValueError(
+            f"must be a DNS label: lowercase letters, digits and '-', starting with a letter, "
+            f"at most {max_length} characters (got {value!r})"
+        )
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InferenceEntry(InferenceSpec):
+    """One inference service in the stack config."""
+
+    name: str = Field(description="Service name; names every object of the service.")
+    gpu_pool: str | None = Field(
+        default=None, description="GPU pool to run on; defaults to the only pool when there is one."
+    )
+    use_redis: bool = Field(default=False, description="Wire the stack's Redis connection into the pods.")
+
+    _check_name = field_validator("name")(_dns_label)
+
+
+class GpuPoolConfig(_Section):
+    """A GPU node pool. The `existing` backend describes GPU nodes the cluster already has."""
+
+    name: str = Field(description="Pool name; nodes carry it as the `ha-ai-stack/gpu-pool` label.")
+    backend: Literal["existing"] = Field(default="existing", description="How the pool is provided.")
+    gpus_per_node: int | None = Field(default=None, ge=1, le=16, description="GPUs on one node.")
+    gpu_model: str | None = Field(default=None, description="GPU model, for example `A10G`.")
+    zones: list[str] = Field(default_factory=list, description="Zones the pool's nodes are in.")
+    node_labels: dict[str, str] = Field(default_factory=dict, description="Extra labels pods select on.")
+
+    _check_name = field_validator("name")(_dns_label)
+
+
+class RedisConfig(_Section):
+    """The Redis Cluster section (the RedisCluster component consumes it)."""
+
+    enabled: bool = Field(default=False, description="Deploy a Redis Cluster in the stack.")
+    shards: int = Field(default=3, ge=3, le=100, description="Master count; at least 3 for a quorum.")
+    replicas_per_shard: int = Field(default=1, ge=0, le=5, description="Replicas of each master.")
+    zones: list[str] = Field(default_factory=list, description="Zones to spread members over.")
+    storage_size: str = Field(default="20Gi", description="PVC size of each member.")
+    storage_class: str | None = Field(default=None, description="StorageClass of the PVCs; cluster default if null.")
+
+    _check_size = field_validator("storage_size")(positive_quantity)
+
+
+class StackConfig(_Section):
+    """The whole stack: tier, target cluster, services, pools and Redis."""
+
+    tier: Tier = Field(description="Environment tier; picks the defaults below and the policy levels.")
+    kubernetes_version: str = Field(default="1.33", description="Target Kubernetes minor, for schemas.")
+    namespace: str = Field(default="ai-serving", description="Namespace of every namespaced object.")
+    inference: list[InferenceEntry] = Field(default_factory=list, description="Inference services.")
+    gpu_pools: list[GpuPoolConfig] = Field(default_factory=list, description="GPU node pools.")
+    redis: RedisConfig = Field(default_factory=RedisConfig, description="Redis Cluster.")
+
+    _check_namespace = field_validator("namespace")(lambda v: _dns_label(v, 63))
+
+    @field_validator("kubernetes_version")
+    @classmethod
+    def _supported_version(cls, value: str) -> str:
+        match = re.fullmatch(r"1\.(\d+)", value)
+        if not match or not MIN_KUBERNETES_MINOR <= int(match[1]) <= MAX_KUBERNETES_MINOR:
+            raise ValueError(
+                f"must be a supported minor version from 1.{MIN_KUBERNETES_MINOR} to 1.{MAX_KUBERNETES_MINOR} "
+                f"(got {value!r})"
+            )
+        return value
+
+    def pool(self, name: str) -> GpuPoolConfig | None:
+        return next((p for p in self.gpu_pools if p.name == name), None)
+
+    def pool_for(self, entry: InferenceEntry) -> GpuPoolConfig | None:
+        """The pool an entry runs on: the named one, or the only pool for a GPU service."""
+        if entry.gpu_pool is not None:
+            return self.pool(entry.gpu_pool)
+        if entry.resources.gpus and len(self.gpu_pools) == 1:
+            return self.gpu_pools[0]
+        return None
+
+    def reference_problems(self) -> list[tuple[tuple[Any, ...], str]]:
+        """Problems that span sections (names, references, GPU fit), each with its config path."""
+        problems: list[tuple[tuple[Any, ...], str]] = []
+        for section, items in (("inference", self.inference), ("gpu_pools", self.gpu_pools)):
+            seen: dict[str, int] = {}
+            for index, item in enumerate(items):
+                if item.name in seen:
+                    problems.append(((section, index, "name"), f"duplicate name {item.name!r} (also at [{seen[item.name]}])"))
+                seen.setdefault(item.name, index)
+        for index, entry in enumerate(self.inference):
+            gpus = entry.resources.gpus
+            pool = self.pool_for(entry)
+            if entry.gpu_pool is not None and pool is None:
+                known = ", ".join(repr(p.name) for p in self.gpu_pools) or "none defined"
+                problems.append(((("inference", index, "gpu_pool")), f"unknown pool {entry.gpu_pool!r} (pools: {known})"))
+            elif gpus and pool is None:
+                problems.append(
+                    (("inference", index, "gpu_pool"), f"needed: the service asks for {gpus} GPUs and there are "
+                     f"{len(self.gpu_pools)} pools to choose from")
+                )
+            elif gpus and pool and pool.gpus_per_node and gpus > pool.gpus_per_node:
+                problems.append(
+                    (("inference", index, "resources", "gpus"),
+                     f"asks for {gpus} GPUs but a node of pool {pool.name!r} has {pool.gpus_per_node}")
+                )
+            if entry.use_redis and not self.redis.enabled:
+                problems.append((("inference", index, "use_redis"), "needs redis.enabled: true"))
+        if self.redis.enabled:
+            problems.append((("redis", "enabled"), "the RedisCluster component is not available in this version yet"))
+        return problems
+
+
+class ConfigError(pulumi.RunError):
+    """A bad stack config: one message listing every bad key, its path and the reason.
+
+    A ``pulumi.RunError`` so that ``pulumi up`` prints the message without a Python traceback.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        noun = "problem" if len(problems) == 1 else "problems"
+        super().__init__(f"invalid stack config ({len(problems)} {noun}):\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def config_path(loc: tuple[Any, ...]) -> str:
+    """``('inference', 1, 'replicas')`` -> ``haai:inference[1].replicas``."""
+    text = NAMESPACE + ":"
+    for index, part in enumerate(loc):
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += ("" if index == 0 else ".") + str(part)
+    return text
+
+
+def _show(value: Any) -> str:
+    try:
+        return json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _strip_optional(annotation: Any) -> Any:
+    if get_origin(annotation) is Union:
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        return members[0] if len(members) == 1 else annotation
+    return annotation
+
+
+def _model_at(loc: tuple[Any, ...]) -> Any:
+    """The config model class found at ``loc`` (for 'did you mean' hints), or None."""
+    current: Any = StackConfig
+    for part in loc:
+        current = _strip_optional(current)
+        if isinstance(part, int) and get_origin(current) is list:
+            current = get_args(current)[0]
+        elif isinstance(current, type) and issubclass(current, BaseModel) and part in current.model_fields:
+            current = current.model_fields[part].annotation
+        elif get_origin(current) is dict:
+            current = get_args(current)[1]
+        else:
+            return None
+    current = _strip_optional(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _reason(error: dict[str, Any]) -> str:
+    kind, ctx, value = error["type"], error.get("ctx", {}), error.get("input")
+    bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+    if kind in bounds:
+        limit = next(iter(ctx.values()))
+        return f"must be {bounds[kind]} {limit} (got {_show(value)})"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "extra_forbidden":
+        model = _model_at(tuple(error["loc"][:-1]))
+        hint = ""
+        if model is not None:
+            close = get_close_matches(str(error["loc"][-1]), list(model.model_fields), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(model.model_fields)})"
+        return f"unknown key{hint}"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    message = error["msg"].replace("Input should be", "must be")
+    return f"{message} (got {_show(value)})"
+
+
+def _apply_tier_defaults(raw: dict[str, Any], tier: str) -> dict[str, Any]:
+    defaults = TIER_DEFAULTS[tier]
+    merged = dict(raw)
+    if isinstance(raw.get("inference"), list):
+        merged["inference"] = [
+            {**defaults["inference"], **entry} if isinstance(entry, dict) else entry for entry in raw["inference"]
+        ]
+    redis = raw.get("redis", {})
+    if isinstance(redis, dict):
+        merged["redis"] = {**defaults["redis"], **redis}
+    return merged
+
+
+def validate_stack_config(raw: Mapping[str, Any]) -> StackConfig:
+    """Validate a dict of ``haai:`` keys (without the prefix). Raises ConfigError listing every problem."""
+    data = dict(raw)
+    tier = data.get("tier")
+    if tier in TIERS:
+        data = _apply_tier_defaults(data, str(tier))
+    try:
+        config = StackConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = [f"{config_path(tuple(e['loc']))}: {_reason(e)}" for e in exc.errors()]
+        raise ConfigError(list(dict.fromkeys(problems))) from None
+    reference = [f"{config_path(loc)}: {message}" for loc, message in config.reference_problems()]
+    if reference:
+        raise ConfigError(reference)
+    return config
+
+
+def _configured_keys() -> list[str]:
+    """Every configured key of the ``haai`` namespace.
+
+    The SDK has no call that lists keys, so unknown top-level keys would pass silently through
+    ``pulumi.Config``. The language host hands config to the program through the store behind
+    ``pulumi.runtime.get_config`` (filled by ``set_all_config``) or the ``PULUMI_CONFIG`` environment,
+    so both are read.
+    """
+    keys = set(pulumi.runtime.get_config_env()) | set(pulumi.runtime.config.CONFIG.get())
+    prefix = NAMESPACE + ":"
+    return sorted(k[len(prefix):] for k in keys if k.startswith(prefix))
+
+
+def read_pulumi_config() -> dict[str, Any]:
+    """The ``haai:`` keys of the running stack, with structured values decoded from JSON."""
+    config = pulumi.Config(NAMESPACE)
+    raw: dict[str, Any] = {}
+    for key in _configured_keys():
+        text = config.get(key)
+        if text is not None and text.lstrip()[:1] in ("{", "["):
+            raw[key] = json.loads(text)
+        else:
+            raw[key] = text
+    if "tier" not in raw and pulumi.get_stack() in TIERS:
+        raw["tier"] = pulumi.get_stack()
+    return raw
+
+
+def load_stack_config() -> StackConfig:
+    """Read and validate the running stack's config before any resource is registered."""
+    return validate_stack_config(read_pulumi_config())

@@ -1,0 +1,118 @@
+"""Turn a capture into Kubernetes manifests (deterministic files) and a short HA summary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .capture import Capture
+
+HEADER = "# Rendered by haai from the Pulumi program under mocks. Secrets are masked.\n"
+# Apply order, so a directory of files reads top-down like a deployment.
+KIND_ORDER = ["Namespace", "ServiceAccount", "Secret", "ConfigMap", "NetworkPolicy", "Service",
+              "PersistentVolumeClaim", "StatefulSet", "Deployment", "DaemonSet", "Job", "CronJob",
+              "HorizontalPodAutoscaler", "PodDisruptionBudget"]
+
+
+def manifests(capture: Capture) -> list[dict[str, Any]]:
+    """Every Kubernetes object of the capture, in a stable order (kind, namespace, name)."""
+    objects = [
+        r.inputs for r in capture.resources
+        if r.custom and r.type_token.startswith("kubernetes:") and "kind" in r.inputs
+    ]
+    return sorted(objects, key=object_key)
+
+
+def object_key(manifest: dict[str, Any]) -> tuple[int, str, str, str]:
+    kind = manifest["kind"]
+    metadata = manifest.get("metadata", {})
+    rank = KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)
+    return rank, kind, metadata.get("namespace", ""), metadata.get("name", "")
+
+
+def file_name(manifest: dict[str, Any]) -> str:
+    metadata = manifest.get("metadata", {})
+    return f"{metadata.get('namespace', '_cluster')}.{manifest['kind'].lower()}.{metadata['name']}.yaml"
+
+
+def to_yaml(manifest: dict[str, Any]) -> str:
+    """One manifest as YAML; keys sorted so equal objects are equal bytes."""
+    return HEADER + yaml.safe_dump(manifest, sort_keys=True, default_flow_style=False, width=1000)
+
+
+def write_manifests(objects: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """Write one file per object; remove files an earlier render wrote that no longer exist."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    wanted = {file_name(m): to_yaml(m) for m in objects}
+    for stale in out_dir.glob("*.yaml"):
+        if stale.name not in wanted and stale.read_text().startswith(HEADER):
+            stale.unlink()
+    paths = []
+    for name, text in wanted.items():
+        path = out_dir / name
+        path.write_text(text)
+        paths.append(path)
+    return paths
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    kind: str
+    name: str
+    replicas: str
+    features: str
+
+
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def _workload_features(manifest: dict[str, Any], objects: list[dict[str, Any]]) -> list[str]:
+    spec = manifest["spec"]
+    pod = spec["template"]["spec"]
+    pod_labels = spec["template"]["metadata"].get("labels", {})
+    namespace = manifest["metadata"].get("namespace")
+    features = []
+    anti = pod.get("affinity", {}).get("podAntiAffinity", {})
+    if anti:
+        features.append("anti-affinity:" + ("required" if "requiredDuringSchedulingIgnoredDuringExecution" in anti
+                                            else "preferred"))
+    for constraint in pod.get("topologySpreadConstraints", []):
+        strength = "required" if constraint["whenUnsatisfiable"] == "DoNotSchedule" else "preferred"
+        features.append(f"spread({constraint['topologyKey'].rsplit('/', 1)[-1]}):{strength}")
+    probes = [p for p in ("startupProbe", "readinessProbe", "livenessProbe")
+              if all(p in c for c in pod["containers"])]
+    if probes:
+        features.append("probes:" + "/".join(p.removesuffix("Probe") for p in probes))
+    rolling = spec.get("strategy", {}).get("rollingUpdate")
+    if rolling:
+        features.append(f"surge:{rolling.get('maxSurge')}/unavail:{rolling.get('maxUnavailable')}")
+    gpus = sum(int(c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0)) for c in pod["containers"])
+    if gpus:
+        features.append(f"gpu:{gpus}")
+    for other in objects:
+        if other.get("metadata", {}).get("namespace") != namespace:
+            continue
+        if other["kind"] == "PodDisruptionBudget" and _selects(other["spec"]["selector"].get("matchLabels", {}), pod_labels):
+            budget = other["spec"].get("maxUnavailable", other["spec"].get("minAvailable"))
+            features.append(f"pdb:{'maxUnavailable' if 'maxUnavailable' in other['spec'] else 'minAvailable'}={budget}")
+        if other["kind"] == "HorizontalPodAutoscaler" and other["spec"]["scaleTargetRef"]["name"] == manifest["metadata"]["name"]:
+            features.append(f"hpa:{other['spec']['minReplicas']}-{other['spec']['maxReplicas']}")
+    return features
+
+
+def summary(objects: list[dict[str, Any]]) -> list[SummaryRow]:
+    """One row per object: kind, namespace/name, replicas, and the HA features it has."""
+    rows = []
+    for manifest in objects:
+        metadata = manifest.get("metadata", {})
+        name = f"{metadata['namespace']}/{metadata['name']}" if "namespace" in metadata else metadata["name"]
+        replicas, features = "", []
+        if manifest["kind"] in ("Deployment", "StatefulSet"):
+            replicas = str(manifest["spec"].get("replicas", ""))
+            features = _workload_features(manifest, objects)
+        rows.append(SummaryRow(manifest["kind"], name, replicas, ", ".join(features)))
+    return rows

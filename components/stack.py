@@ -1,0 +1,80 @@
+"""HaAiStack: the whole serving stack of one environment, composed from a validated StackConfig."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from .config import GpuPoolConfig, InferenceEntry, StackConfig
+from .inference import InferenceService, InferenceServiceArgs, InferenceSpec
+from .labels import standard_labels
+from .scheduling import GpuSchedulingContract
+
+
+def pool_contract(pool: GpuPoolConfig) -> GpuSchedulingContract:
+    """The scheduling contract of a configured pool."""
+    return GpuSchedulingContract.for_pool(
+        pool.name,
+        gpus_per_node=pool.gpus_per_node,
+        gpu_model=pool.gpu_model,
+        zones=pool.zones,
+        extra_node_labels=pool.node_labels,
+    )
+
+
+def service_args(config: StackConfig, entry: InferenceEntry) -> InferenceServiceArgs:
+    """Component args of one configured service: its spec plus the stack's namespace and contracts."""
+    pool = config.pool_for(entry)
+    spec = entry.model_dump(include=set(InferenceSpec.model_fields), exclude_unset=False)
+    return InferenceServiceArgs(
+        **spec,
+        namespace=config.namespace,
+        node_pool=pool_contract(pool) if pool else None,
+    )
+
+
+def default_deny_policy_spec() -> dict[str, object]:
+    """Deny all traffic to and from every pod of the namespace; each workload then allows what it needs."""
+    return {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+
+
+class HaAiStack(pulumi.ComponentResource):
+    """Namespace (Pod Security "restricted" enforced), a default-deny NetworkPolicy, and every service."""
+
+    namespace: k8s.core.v1.Namespace
+    default_deny: k8s.networking.v1.NetworkPolicy
+    services: dict[str, InferenceService]
+
+    def __init__(self, name: str, config: StackConfig, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("haai:index:HaAiStack", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        labels = standard_labels(name, name, "namespace")
+        self.namespace = k8s.core.v1.Namespace(
+            f"{name}-namespace",
+            metadata={
+                "name": config.namespace,
+                "labels": {
+                    **labels,
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/warn": "restricted",
+                    "pod-security.kubernetes.io/audit": "restricted",
+                },
+            },
+            opts=child,
+        )
+        in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
+        self.default_deny = k8s.networking.v1.NetworkPolicy(
+            f"{name}-default-deny",
+            metadata={"name": "default-deny", "namespace": config.namespace, "labels": labels},
+            spec=default_deny_policy_spec(),
+            opts=in_namespace,
+        )
+        self.services = {
+            entry.name: InferenceService(entry.name, service_args(config, entry), opts=in_namespace)
+            for entry in config.inference
+        }
+        self.register_outputs({"namespace": config.namespace})
+
+    def endpoints(self) -> dict[str, pulumi.Output[str]]:
+        """In-cluster URL of every inference service, by name."""
+        return {name: service.endpoint for name, service in self.services.items()}
