@@ -44,6 +44,7 @@ class CapturedResource:
     parent: str
     custom: bool
     inputs: dict[str, Any]
+    ignore_changes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -118,6 +119,7 @@ class _RecordingMonitor(MockMonitor):
                 parent=request.parent,
                 custom=bool(request.custom),
                 inputs=inputs,
+                ignore_changes=tuple(request.ignoreChanges),
             )
             with self._lock:
                 self._capture.resources.append(record)
@@ -136,9 +138,13 @@ def capture_program(
     stack: str,
     config: Mapping[str, Any],
     preview: bool = False,
+    sink: Capture | None = None,
 ) -> Capture:
-    """Run ``program`` under mocks with ``config`` (full keys, e.g. ``haai:tier``) and record it."""
-    capture = Capture(project=project, stack=stack, preview=preview)
+    """Run ``program`` under mocks with ``config`` (full keys, e.g. ``haai:tier``) and record it.
+
+    Records go into ``sink`` when given, so a caller can see what was registered before an error.
+    """
+    capture = sink or Capture(project=project, stack=stack, preview=preview)
     mocks = EchoMocks(preview)
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview,
                              monitor=_RecordingMonitor(mocks, capture))

@@ -36,12 +36,12 @@ def render(
     preview: Annotated[bool, typer.Option(help="Run as a preview: computed values stay unknown.")] = False,
 ) -> None:
     """Run the stack's program under mocks and write one YAML manifest per Kubernetes object."""
-    console = Console()
+    console = Console(width=None if Console().is_terminal else 140)
     try:
         root = project_dir or default_project_root()
         capture = capture_stack(stack, project_root=root, preview=preview)
     except (StackNotFoundError, ConfigError) as error:
-        Console(stderr=True).print(f"[red]error:[/red] {error}", markup=True, highlight=False)
+        typer.echo(f"error: {error}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
     objects = manifests(capture)
     target = out or root / "rendered" / stack
@@ -52,3 +52,5 @@ def render(
     for row in summary(objects):
         table.add_row(row.kind, row.name, row.replicas, row.features)
     console.print(table)
+if __name__ == "__main__":
+    app()

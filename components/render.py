@@ -78,18 +78,18 @@ def _workload_features(manifest: dict[str, Any], objects: list[dict[str, Any]]) 
     features = []
     anti = pod.get("affinity", {}).get("podAntiAffinity", {})
     if anti:
-        features.append("anti-affinity:" + ("required" if "requiredDuringSchedulingIgnoredDuringExecution" in anti
-                                            else "preferred"))
+        features.append("anti-affinity:" + ("hard" if "requiredDuringSchedulingIgnoredDuringExecution" in anti
+                                            else "soft"))
     for constraint in pod.get("topologySpreadConstraints", []):
-        strength = "required" if constraint["whenUnsatisfiable"] == "DoNotSchedule" else "preferred"
-        features.append(f"spread({constraint['topologyKey'].rsplit('/', 1)[-1]}):{strength}")
+        strength = "hard" if constraint["whenUnsatisfiable"] == "DoNotSchedule" else "soft"
+        features.append(f"{constraint['topologyKey'].rsplit('/', 1)[-1]}-spread:{strength}")
     probes = [p for p in ("startupProbe", "readinessProbe", "livenessProbe")
               if all(p in c for c in pod["containers"])]
     if probes:
         features.append("probes:" + "/".join(p.removesuffix("Probe") for p in probes))
     rolling = spec.get("strategy", {}).get("rollingUpdate")
     if rolling:
-        features.append(f"surge:{rolling.get('maxSurge')}/unavail:{rolling.get('maxUnavailable')}")
+        features.append(f"rollout:surge={rolling.get('maxSurge')},unavailable={rolling.get('maxUnavailable')}")
     gpus = sum(int(c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0)) for c in pod["containers"])
     if gpus:
         features.append(f"gpu:{gpus}")

@@ -1,0 +1,62 @@
+"""Shared fixtures: one capture per stack and mode, reused by every test that reads a stack."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from components.capture import Capture, Project, capture_program, capture_stack
+from components.render import manifests
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+STACKS = ("dev", "staging", "prod")
+MODES = {"update": False, "preview": True}
+
+_cache: dict[tuple[str, bool], Capture] = {}
+
+
+def stack_capture(stack: str, preview: bool = False) -> Capture:
+    """The stack's capture, run once per test session (captures are pure functions of the files)."""
+    key = (stack, preview)
+    if key not in _cache:
+        _cache[key] = capture_stack(stack, project_root=PROJECT_ROOT, preview=preview)
+    return _cache[key]
+
+
+def run_components(build: Callable[[], None], *, preview: bool = False) -> Capture:
+    """Run a small program that builds components directly, under the same mocks as the stacks."""
+    return capture_program(build, project="unit", stack="unit", config={}, preview=preview)
+
+
+def run_stack_config(
+    config: dict[str, Any], *, stack: str = "test", preview: bool = False, sink: Capture | None = None
+) -> Capture:
+    """Run the project's real program with an in-memory ``haai:`` config (keys without the prefix)."""
+    project = Project.load(PROJECT_ROOT)
+    return capture_program(
+        project.run_program,
+        project=project.name,
+        stack=stack,
+        config={f"haai:{k}": v for k, v in config.items()},
+        preview=preview,
+        sink=sink,
+    )
+
+
+def objects_of(capture: Capture, kind: str) -> list[dict[str, Any]]:
+    return [m for m in manifests(capture) if m["kind"] == kind]
+
+
+def only(capture: Capture, kind: str) -> dict[str, Any]:
+    found = objects_of(capture, kind)
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+@pytest.fixture(params=list(MODES), ids=list(MODES))
+def preview(request: pytest.FixtureRequest) -> bool:
+    """Run a test in update mode and again in preview mode."""
+    return MODES[request.param]

@@ -1,0 +1,136 @@
+"""The stack config: tier defaults, and one error that lists every bad key with its path and reason."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from components.capture import Capture
+from components.config import TIER_DEFAULTS, ConfigError, validate_stack_config
+
+from .conftest import run_stack_config
+
+IMAGE = "ghcr.io/acme/model:1.0.0"
+
+
+def service(**overrides: Any) -> dict[str, Any]:
+    return {"name": "svc", "image": IMAGE, **overrides}
+
+
+def problems(raw: dict[str, Any]) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        validate_stack_config(raw)
+    return caught.value.problems
+
+
+def test_issue_example_message_is_exact() -> None:
+    raw = {"tier": "prod", "inference": [service(), service(name="second", replicas=0)]}
+    assert problems(raw) == ["haai:inference[1].replicas: must be >= 1 (got 0)"]
+
+
+def test_every_problem_is_listed_in_one_error() -> None:
+    raw = {
+        "tier": "prod",
+        "namespace": "Bad_NS",
+        "colour": "blue",
+        "inference": [
+            service(replicas=0, imag="typo"),
+            service(name="b", image="ghcr.io/acme/model:latest", resources={"cpu": "lots"}),
+            service(name="c", image="ghcr.io/acme/model", anti_affinity="sometimes"),
+        ],
+    }
+    with pytest.raises(ConfigError) as caught:
+        validate_stack_config(raw)
+    assert caught.value.problems == [
+        "haai:namespace: must be a DNS label: lowercase letters, digits and '-', starting with a letter, "
+        "at most 63 characters (got 'Bad_NS')",
+        "haai:inference[0].replicas: must be >= 1 (got 0)",
+        "haai:inference[0].imag: unknown key (did you mean 'image'?)",
+        "haai:inference[1].image: image 'ghcr.io/acme/model:latest' uses the 'latest' tag: pin a version or a digest",
+        "haai:inference[1].resources.cpu: 'lots' is not a Kubernetes quantity (examples: 500m, 2, 512Mi, 8Gi)",
+        "haai:inference[2].image: image 'ghcr.io/acme/model' has no tag: pin a version "
+        "(e.g. ghcr.io/acme/model:1.2.3) or a digest",
+        "haai:inference[2].anti_affinity: must be 'required' or 'preferred' (got \"sometimes\")",
+        "haai:colour: unknown key (allowed: tier, kubernetes_version, namespace, inference, gpu_pools, redis)",
+    ]
+    assert str(caught.value).startswith("invalid stack config (8 problems):\n  haai:namespace:")
+
+
+def test_missing_tier_and_image_are_named() -> None:
+    assert problems({"inference": [{"name": "x"}]}) == [
+        "haai:tier: required key is missing",
+        "haai:inference[0].image: required key is missing",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"tier": "qa"}, "haai:tier: must be 'dev', 'staging' or 'prod' (got \"qa\")"),
+        ({"tier": "prod", "kubernetes_version": "1.20"},
+         "haai:kubernetes_version: must be a supported minor version from 1.30 to 1.37 (got '1.20')"),
+        ({"tier": "prod", "inference": [service(autoscaling={"min_replicas": 5, "max_replicas": 2})]},
+         "haai:inference[0]: autoscaling.max_replicas (2) is below the minimum (5)"),
+        ({"tier": "prod", "inference": [service(autoscaling={"target_cpu_utilization": None})]},
+         "haai:inference[0].autoscaling: set target_cpu_utilization or metric: the autoscaler needs a signal"),
+        ({"tier": "prod", "inference": [service(resources={"memory": "8Gi", "memory_limit": "4Gi"})]},
+         "haai:inference[0].resources: memory_limit 4Gi is below the memory request 8Gi"),
+        ({"tier": "prod", "inference": [service(pre_stop_sleep_seconds=60, termination_grace_period_seconds=30)]},
+         "haai:inference[0]: pre_stop_sleep_seconds (60) must be shorter than termination_grace_period_seconds (30)"),
+        ({"tier": "prod", "inference": [service(env={"DB_PASSWORD": "hunter2"})]},
+         "haai:inference[0].env: DB_PASSWORD looks like a secret: move it to secret_env so it comes from a Secret"),
+        ({"tier": "prod", "inference": [service(disruption={"max_unavailable": 1, "min_available": 2})]},
+         "haai:inference[0].disruption: set exactly one of max_unavailable and min_available"),
+        ({"tier": "prod", "inference": [service(disruption={"max_unavailable": "half"})]},
+         "haai:inference[0].disruption.max_unavailable: must be a whole number >= 0 or a percentage like '25%' "
+         "(got 'half')"),
+        ({"tier": "prod", "inference": [service(), service()]},
+         "haai:inference[1].name: duplicate name 'svc' (also at [0])"),
+        ({"tier": "prod", "inference": [service(gpu_pool="nope")]},
+         "haai:inference[0].gpu_pool: unknown pool 'nope' (pools: none defined)"),
+        ({"tier": "prod", "gpu_pools": [{"name": "a", "gpus_per_node": 4}],
+          "inference": [service(resources={"gpus": 8})]},
+         "haai:inference[0].resources.gpus: asks for 8 GPUs but a node of pool 'a' has 4"),
+        ({"tier": "prod", "gpu_pools": [{"name": "a"}, {"name": "b"}], "inference": [service(resources={"gpus": 1})]},
+         "haai:inference[0].gpu_pool: needed: the service asks for 1 GPUs and there are 2 pools to choose from"),
+        ({"tier": "prod", "redis": {"shards": 2}}, "haai:redis.shards: must be >= 3 (got 2)"),
+        ({"tier": "prod", "redis": {"storage_size": "-1Gi"}},
+         "haai:redis.storage_size: '-1Gi' is not a Kubernetes quantity (examples: 500m, 2, 512Mi, 8Gi)"),
+    ],
+)
+def test_bad_values_have_exact_messages(raw: dict[str, Any], expected: str) -> None:
+    assert problems(raw) == [expected]
+
+
+@pytest.mark.parametrize("tier", ["dev", "staging", "prod"])
+def test_tier_defaults_fill_missing_keys(tier: str) -> None:
+    config = validate_stack_config({"tier": tier, "inference": [service()]})
+    entry = config.inference[0]
+    expected = {"replicas": 3, "anti_affinity": "required", "zone_spread": "required"}
+    expected.update(TIER_DEFAULTS[tier]["inference"])
+    assert {k: getattr(entry, k) for k in expected} == expected
+
+
+def test_explicit_value_beats_tier_default() -> None:
+    config = validate_stack_config({"tier": "dev", "inference": [service(replicas=4)]})
+    assert config.inference[0].replicas == 4
+
+
+def test_tier_defaults_to_the_stack_name_when_it_is_a_tier() -> None:
+    capture = run_stack_config({"inference": [service()]}, stack="staging")
+    assert capture.exports["tier"] == "staging"
+    deployment = next(r for r in capture.resources if r.type_token == "kubernetes:apps/v1:Deployment")
+    assert deployment.inputs["spec"]["replicas"] == TIER_DEFAULTS["staging"]["inference"]["replicas"]
+
+
+def test_tier_is_required_when_the_stack_name_is_not_a_tier() -> None:
+    with pytest.raises(ConfigError, match="haai:tier: required key is missing"):
+        run_stack_config({"inference": [service()]}, stack="sandbox")
+
+
+def test_bad_config_registers_nothing() -> None:
+    sink = Capture(project="ha-ai-stack", stack="test", preview=False)
+    with pytest.raises(ConfigError):
+        run_stack_config({"tier": "prod", "inference": [service(replicas=0)]}, sink=sink)
+    assert sink.resources == []

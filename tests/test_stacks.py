@@ -1,0 +1,156 @@
+"""Every shipped stack: builds through the real config path, passes strict schemas, renders deterministically."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from components.capture import SECRET_MASK, capture_stack
+from components.config import TIER_DEFAULTS
+from components.render import manifests, summary, write_manifests
+
+from .conftest import PROJECT_ROOT, STACKS, stack_capture
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_stack_builds_in_update_and_preview(stack: str, preview: bool) -> None:
+    capture = stack_capture(stack, preview)
+    kinds = {m["kind"] for m in manifests(capture)}
+    assert {"Namespace", "NetworkPolicy", "Deployment", "Service", "PodDisruptionBudget", "ServiceAccount"} <= kinds
+    assert capture.exports["tier"] == stack
+    assert capture.exports["endpoints"] == {
+        name: f"http://{name}.{capture.exports['namespace']}.svc.cluster.local:{port}"
+        for name, port in _service_ports(capture).items()
+    }
+
+
+def _service_ports(capture) -> dict[str, int]:
+    return {m["metadata"]["name"]: m["spec"]["ports"][0]["port"] for m in manifests(capture) if m["kind"] == "Service"}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_preview_renders_the_same_objects_as_update(stack: str) -> None:
+    """Nothing the specs need is computed by the engine, so a preview diff shows the real objects."""
+    assert manifests(stack_capture(stack, True)) == manifests(stack_capture(stack, False))
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_object_passes_strict_schema(stack: str) -> None:
+    capture = stack_capture(stack)
+    version = yaml.safe_load((PROJECT_ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"][
+        "haai:kubernetes_version"]
+    objects = manifests(capture)
+    assert objects
+    for manifest in objects:
+        kubernetes_validate.validate(manifest, f"{version}.0", strict=True)
+
+
+def test_prod_meets_the_ha_rules() -> None:
+    objects = manifests(stack_capture("prod"))
+    deployments = [m for m in objects if m["kind"] == "Deployment"]
+    pdbs = {m["metadata"]["name"] for m in objects if m["kind"] == "PodDisruptionBudget"}
+    for deployment in deployments:
+        spec = deployment["spec"]
+        assert spec["replicas"] >= 3
+        assert deployment["metadata"]["name"] in pdbs
+        pod = spec["template"]["spec"]
+        assert "requiredDuringSchedulingIgnoredDuringExecution" in pod["affinity"]["podAntiAffinity"]
+        assert pod["topologySpreadConstraints"][0]["whenUnsatisfiable"] == "DoNotSchedule"
+    namespace = next(m for m in objects if m["kind"] == "Namespace")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    deny = next(m for m in objects if m["kind"] == "NetworkPolicy" and m["metadata"]["name"] == "default-deny")
+    assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+
+
+def test_dev_uses_its_tier_defaults() -> None:
+    deployments = [m for m in manifests(stack_capture("dev")) if m["kind"] == "Deployment"]
+    assert {d["spec"]["replicas"] for d in deployments} == {TIER_DEFAULTS["dev"]["inference"]["replicas"]}
+
+
+def test_summary_names_ha_features() -> None:
+    rows = {(row.kind, row.name): row for row in summary(manifests(stack_capture("prod")))}
+    triton = rows["Deployment", "ai-serving/triton"]
+    assert triton.replicas == "3"
+    for feature in ("anti-affinity:hard", "zone-spread:hard", "probes:startup/readiness/liveness",
+                    "rollout:surge=1,unavailable=0", "gpu:1", "hpa:3-12", "pdb:maxUnavailable=1"):
+        assert feature in triton.features
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_rendering_twice_is_byte_identical(stack: str, tmp_path: Path) -> None:
+    first = write_manifests(manifests(capture_stack(stack, project_root=PROJECT_ROOT)), tmp_path / "a")
+    second = write_manifests(manifests(capture_stack(stack, project_root=PROJECT_ROOT)), tmp_path / "b")
+    assert [p.name for p in first] == [p.name for p in second]
+    for a, b in zip(first, second):
+        assert a.read_bytes() == b.read_bytes()
+
+
+def test_secret_outputs_are_masked_in_the_capture() -> None:
+    """A Pulumi secret reaching a resource input is replaced before anything can print or write it."""
+    import pulumi
+    import pulumi_kubernetes as k8s
+
+    from .conftest import run_components
+
+    def program() -> None:
+        k8s.core.v1.Secret("s", metadata={"name": "s", "namespace": "n"},
+                           string_data={"password": pulumi.Output.secret("hunter2")})
+
+    capture = run_components(program)
+    [secret] = capture.resources
+    assert secret.inputs["stringData"] == SECRET_MASK
+    assert "hunter2" not in repr(capture)
+
+
+def _haai(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "components.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_cli_render_writes_valid_manifests(tmp_path: Path) -> None:
+    result = _haai("render", "--stack", "prod", "--out", str(tmp_path), cwd=PROJECT_ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "stack prod:" in result.stdout and "hpa:3-12" in result.stdout
+    files = sorted(tmp_path.glob("*.yaml"))
+    assert len(files) == len(manifests(stack_capture("prod")))
+    for path in files:
+        kubernetes_validate.validate(yaml.safe_load(path.read_text()), "1.33.0", strict=True)
+
+
+def test_cli_render_removes_objects_that_no_longer_exist(tmp_path: Path) -> None:
+    stale = tmp_path / "ai-serving.deployment.gone.yaml"
+    stale.write_text("# Rendered by haai from the Pulumi program under mocks. Secrets are masked.\n")
+    keep = tmp_path / "notes.yaml"
+    keep.write_text("mine: true\n")
+    assert _haai("render", "--stack", "dev", "--out", str(tmp_path), cwd=PROJECT_ROOT).returncode == 0
+    assert not stale.exists() and keep.exists()
+
+
+def test_cli_missing_stack_exits_2() -> None:
+    result = _haai("render", "--stack", "qa", cwd=PROJECT_ROOT)
+    assert result.returncode == 2
+    assert "stack 'qa' not found" in result.stderr and "(stacks: dev, prod, staging)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_bad_config_exits_2_with_the_config_error(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(PROJECT_ROOT, project, ignore=shutil.ignore_patterns(".venv", ".git", "rendered", "*.pyc"))
+    stack_file = project / "stacks" / "Pulumi.prod.yaml"
+    config = yaml.safe_load(stack_file.read_text())
+    config["config"]["haai:inference"][0]["replicas"] = 0
+    config["config"]["haai:inference"][1]["image"] = "nvcr.io/nvidia/tritonserver:latest"
+    stack_file.write_text(yaml.safe_dump(config))
+    result = _haai("render", "--stack", "prod", "--out", str(tmp_path / "out"), cwd=project)
+    assert result.returncode == 2
+    assert "invalid stack config (2 problems)" in result.stderr
+    assert "haai:inference[0].replicas: must be >= 1 (got 0)" in result.stderr
+    assert "haai:inference[1].image: image 'nvcr.io/nvidia/tritonserver:latest' uses the 'latest' tag" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
