@@ -45,6 +45,7 @@ class CapturedResource:
     custom: bool
     inputs: dict[str, Any]
     ignore_changes: tuple[str, ...] = ()
+    dependencies: tuple[str, ...] = ()
 
 
 @dataclass
@@ -120,6 +121,7 @@ class _RecordingMonitor(MockMonitor):
                 custom=bool(request.custom),
                 inputs=inputs,
                 ignore_changes=tuple(request.ignoreChanges),
+                dependencies=tuple(sorted(request.dependencies)),
             )
             with self._lock:
                 self._capture.resources.append(record)

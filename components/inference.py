@@ -467,6 +467,12 @@ def build_inference_objects(name: str, args: InferenceServiceArgs) -> InferenceO
     )
 
 
+def _as_list(depends_on: Any) -> list[Any]:
+    if depends_on is None:
+        return []
+    return list(depends_on) if isinstance(depends_on, (list, tuple)) else [depends_on]
+
+
 class InferenceService(pulumi.ComponentResource):
     """A highly available model server: Deployment, Service, HPA, PDB, ServiceAccount, NetworkPolicy.
 
@@ -489,7 +495,9 @@ class InferenceService(pulumi.ComponentResource):
     def __init__(self, name: str, args: InferenceServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("haai:index:InferenceService", name, None, opts)
         objects = build_inference_objects(name, args)
-        child = pulumi.ResourceOptions(parent=self)
+        # A component's depends_on does not hold back its children, so hand it down (e.g. the Namespace).
+        inherited = _as_list(opts.depends_on) if opts else []
+        child = pulumi.ResourceOptions(parent=self, depends_on=inherited)
         metadata = objects.metadata
 
         self.service_account = k8s.core.v1.ServiceAccount(
@@ -502,7 +510,7 @@ class InferenceService(pulumi.ComponentResource):
         # The HPA owns spec.replicas once it exists; Pulumi must not reset it on every update.
         deployment_opts = pulumi.ResourceOptions(
             parent=self,
-            depends_on=[self.service_account],
+            depends_on=[*inherited, self.service_account],
             ignore_changes=["spec.replicas"] if objects.hpa_spec else None,
             custom_timeouts=pulumi.CustomTimeouts(
                 create=f"{rollout_deadline_seconds(args)}s", update=f"{rollout_deadline_seconds(args)}s"

@@ -68,6 +68,17 @@ def test_prod_meets_the_ha_rules() -> None:
     assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
 
 
+@pytest.mark.parametrize("stack", STACKS)
+def test_namespaced_objects_wait_for_the_namespace(stack: str) -> None:
+    capture = stack_capture(stack)
+    [namespace] = capture.of_type("kubernetes:core/v1:Namespace")
+    namespaced = [r for r in capture.resources
+                  if r.custom and r.type_token != "kubernetes:core/v1:Namespace" and "namespace" in r.inputs["metadata"]]
+    assert namespaced
+    for resource in namespaced:
+        assert namespace.urn in resource.dependencies, resource.name
+
+
 def test_dev_uses_its_tier_defaults() -> None:
     deployments = [m for m in manifests(stack_capture("dev")) if m["kind"] == "Deployment"]
     assert {d["spec"]["replicas"] for d in deployments} == {TIER_DEFAULTS["dev"]["inference"]["replicas"]}
