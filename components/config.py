@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import Mapping
 from difflib import get_close_matches
+import types
 from typing import Any, Literal, Union, get_args, get_origin
 
 import pulumi
@@ -184,7 +185,7 @@ def _show(value: Any) -> str:
 
 
 def _strip_optional(annotation: Any) -> Any:
-    if get_origin(annotation) is Union:
+    if get_origin(annotation) in (Union, types.UnionType):
         members = [a for a in get_args(annotation) if a is not type(None)]
         return members[0] if len(members) == 1 else annotation
     return annotation

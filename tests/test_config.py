@@ -134,3 +134,12 @@ def test_bad_config_registers_nothing() -> None:
     with pytest.raises(ConfigError):
         run_stack_config({"tier": "prod", "inference": [service(replicas=0)]}, sink=sink)
     assert sink.resources == []
+
+
+def test_readme_config_table_is_current() -> None:
+    from pathlib import Path
+
+    from components.docs import with_config_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert readme == with_config_table(readme), "run: python -m components.docs --write-readme README.md"
