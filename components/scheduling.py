@@ -92,13 +92,3 @@ def spread(
         constraint["minDomains"] = min_domains
     return constraint
 
-
-def zones_affinity(zones: list[str]) -> dict[str, Any]:
-    """Node affinity that keeps pods inside the given zones."""
-    return {
-        "requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [
-                {"matchExpressions": [{"key": ZONE, "operator": "In", "values": sorted(zones)}]}
-            ]
-        }
-    }
