@@ -165,3 +165,42 @@ def test_cli_bad_config_exits_2_with_the_config_error(tmp_path: Path) -> None:
     assert "haai:inference[1].image: image 'nvcr.io/nvidia/tritonserver:latest' uses the 'latest' tag" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_generated_password_is_unknown_in_preview_and_masked_in_update() -> None:
+    import pulumi_kubernetes as k8s
+    import pulumi_random as random
+
+    from components.capture import UNKNOWN
+
+    from .conftest import run_components
+
+    def program() -> None:
+        password = random.RandomPassword("pw", length=32, special=False)
+        k8s.core.v1.Secret("s", metadata={"name": "s", "namespace": "n"}, string_data={"password": password.result})
+
+    def secret_data(preview: bool) -> object:
+        capture = run_components(program, preview=preview)
+        [secret] = capture.of_type("kubernetes:core/v1:Secret")
+        return secret.inputs["stringData"]
+
+    # Secret-ness wins over unknown-ness: a preview never shows that a secret exists but not its value.
+    assert secret_data(preview=False) == SECRET_MASK
+    assert secret_data(preview=True) == SECRET_MASK
+    assert "mock-" not in repr(run_components(program).resources)
+
+
+def test_engine_computed_values_are_unknown_in_preview() -> None:
+    import pulumi_kubernetes as k8s
+    import pulumi_random as random
+
+    from components.capture import UNKNOWN
+
+    from .conftest import run_components
+
+    def program() -> None:
+        suffix = random.RandomString("suffix", length=8, special=False)
+        k8s.core.v1.ConfigMap("c", metadata={"name": "c", "namespace": "n"}, data={"suffix": suffix.result})
+
+    [config_map] = run_components(program, preview=True).of_type("kubernetes:core/v1:ConfigMap")
+    assert config_map.inputs["data"] == {"suffix": UNKNOWN}
