@@ -244,7 +244,7 @@ class InferenceObjects:
 
     metadata: dict[str, Any]
     selector: dict[str, str]
-    service_account: dict[str, Any]
+    service_account_metadata: dict[str, Any]
     deployment_spec: dict[str, Any]
     service_spec: dict[str, Any]
     pdb_spec: dict[str, Any]
@@ -452,13 +452,13 @@ def build_inference_objects(name: str, args: InferenceServiceArgs) -> InferenceO
         pdb_spec["minAvailable"] = args.disruption.min_available
     else:
         pdb_spec["maxUnavailable"] = args.disruption.max_unavailable
-    service_account: dict[str, Any] = {"automountServiceAccountToken": False}
+    service_account_metadata = dict(metadata)
     if args.service_account_annotations:
-        service_account["annotations"] = dict(sorted(args.service_account_annotations.items()))
+        service_account_metadata["annotations"] = dict(sorted(args.service_account_annotations.items()))
     return InferenceObjects(
         metadata=metadata,
         selector=selector,
-        service_account=service_account,
+        service_account_metadata=service_account_metadata,
         deployment_spec=deployment_spec,
         service_spec=service_spec,
         pdb_spec=pdb_spec,
@@ -500,21 +500,18 @@ class InferenceService(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self, depends_on=inherited)
         metadata = objects.metadata
 
+        # Pods never need the API, so the token is not mounted (the pod spec says so too).
         self.service_account = k8s.core.v1.ServiceAccount(
-            f"{name}-sa",
-            metadata={**metadata, **({"annotations": objects.service_account["annotations"]}
-                                     if "annotations" in objects.service_account else {})},
-            automount_service_account_token=objects.service_account["automountServiceAccountToken"],
-            opts=child,
+            f"{name}-sa", metadata=objects.service_account_metadata, automount_service_account_token=False, opts=child
         )
         # The HPA owns spec.replicas once it exists; Pulumi must not reset it on every update.
+        # Pulumi waits for the rollout as long as Kubernetes does (one model load plus slack).
+        deadline = f"{rollout_deadline_seconds(args)}s"
         deployment_opts = pulumi.ResourceOptions(
             parent=self,
             depends_on=[*inherited, self.service_account],
             ignore_changes=["spec.replicas"] if objects.hpa_spec else None,
-            custom_timeouts=pulumi.CustomTimeouts(
-                create=f"{rollout_deadline_seconds(args)}s", update=f"{rollout_deadline_seconds(args)}s"
-            ),
+            custom_timeouts=pulumi.CustomTimeouts(create=deadline, update=deadline),
         )
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment", metadata=metadata, spec=objects.deployment_spec, opts=deployment_opts

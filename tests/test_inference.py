@@ -270,3 +270,12 @@ def test_endpoint_output(preview: bool) -> None:
 
     run_components(program, preview=preview)
     assert endpoints == ["http://svc.ml.svc.cluster.local:8080"]
+
+
+def test_service_account_annotations_and_no_token(preview: bool) -> None:
+    role = "arn:aws:iam::123456789012:role/model-reader"
+    capture = build(preview, service_account_annotations={"eks.amazonaws.com/role-arn": role})
+    account = only(capture, "ServiceAccount")
+    assert account["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": role}
+    assert account["automountServiceAccountToken"] is False
+    assert "annotations" not in only(capture, "Deployment")["metadata"]
