@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .inference import InferenceSpec
 from .quantity import positive_quantity
+from .scheduling import gpu_fit_problem
 
 NAMESPACE = "haai"
 Tier = Literal["dev", "staging", "prod"]
@@ -136,17 +137,14 @@ class StackConfig(_Section):
             pool = self.pool_for(entry)
             if entry.gpu_pool is not None and pool is None:
                 known = ", ".join(repr(p.name) for p in self.gpu_pools) or "none defined"
-                problems.append(((("inference", index, "gpu_pool")), f"unknown pool {entry.gpu_pool!r} (pools: {known})"))
+                problems.append((("inference", index, "gpu_pool"), f"unknown pool {entry.gpu_pool!r} (pools: {known})"))
             elif gpus and pool is None:
                 problems.append(
                     (("inference", index, "gpu_pool"), f"needed: the service asks for {gpus} GPUs and there are "
                      f"{len(self.gpu_pools)} pools to choose from")
                 )
-            elif gpus and pool and pool.gpus_per_node and gpus > pool.gpus_per_node:
-                problems.append(
-                    (("inference", index, "resources", "gpus"),
-                     f"asks for {gpus} GPUs but a node of pool {pool.name!r} has {pool.gpus_per_node}")
-                )
+            elif pool and (problem := gpu_fit_problem(gpus, pool.name, pool.gpus_per_node)):
+                problems.append((("inference", index, "resources", "gpus"), problem))
             if entry.use_redis and not self.redis.enabled:
                 problems.append((("inference", index, "use_redis"), "needs redis.enabled: true"))
         if self.redis.enabled:

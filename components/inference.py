@@ -19,7 +19,16 @@ from .images import require_pinned_image
 from .labels import selector_labels, standard_labels
 from .probes import PRESETS, ServerKind, model_server_probes
 from .quantity import parse_quantity, positive_quantity
-from .scheduling import GPU_RESOURCE, HOSTNAME, ZONE, GpuSchedulingContract, Placement, separate, spread
+from .scheduling import (
+    GPU_RESOURCE,
+    HOSTNAME,
+    ZONE,
+    GpuSchedulingContract,
+    Placement,
+    gpu_fit_problem,
+    separate,
+    spread,
+)
 from .security import restricted_container_security_context, restricted_pod_security_context
 
 COMPONENT = "inference"
@@ -230,11 +239,9 @@ class InferenceServiceArgs(InferenceSpec):
         gpus = self.resources.gpus
         if gpus and self.node_pool is None:
             raise ValueError("resources.gpus > 0 needs node_pool (the GPU pool's scheduling contract)")
-        if gpus and self.node_pool and self.node_pool.gpus_per_node and gpus > self.node_pool.gpus_per_node:
-            raise ValueError(
-                f"resources.gpus asks for {gpus} GPUs but a node of pool '{self.node_pool.pool_name}' "
-                f"has {self.node_pool.gpus_per_node}"
-            )
+        problem = self.node_pool and gpu_fit_problem(gpus, self.node_pool.pool_name, self.node_pool.gpus_per_node)
+        if problem:
+            raise ValueError(f"resources.gpus {problem}")
         return self
 
 

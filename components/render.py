@@ -97,8 +97,8 @@ def _workload_features(manifest: dict[str, Any], objects: list[dict[str, Any]]) 
         if other.get("metadata", {}).get("namespace") != namespace:
             continue
         if other["kind"] == "PodDisruptionBudget" and _selects(other["spec"]["selector"].get("matchLabels", {}), pod_labels):
-            budget = other["spec"].get("maxUnavailable", other["spec"].get("minAvailable"))
-            features.append(f"pdb:{'maxUnavailable' if 'maxUnavailable' in other['spec'] else 'minAvailable'}={budget}")
+            key = "maxUnavailable" if "maxUnavailable" in other["spec"] else "minAvailable"
+            features.append(f"pdb:{key}={other['spec'][key]}")
         if other["kind"] == "HorizontalPodAutoscaler" and other["spec"]["scaleTargetRef"]["name"] == manifest["metadata"]["name"]:
             features.append(f"hpa:{other['spec']['minReplicas']}-{other['spec']['maxReplicas']}")
     return features

@@ -57,6 +57,13 @@ class GpuSchedulingContract(BaseModel):
         )
 
 
+def gpu_fit_problem(gpus: int, pool_name: str, gpus_per_node: int | None) -> str | None:
+    """Why a pod asking for ``gpus`` cannot fit on one node of the pool, or None when it can (or is unknown)."""
+    if gpus and gpus_per_node and gpus > gpus_per_node:
+        return f"asks for {gpus} GPUs but a node of pool '{pool_name}' has {gpus_per_node}"
+    return None
+
+
 def separate(selector: dict[str, str], placement: Placement, topology: str = HOSTNAME) -> dict[str, Any]:
     """Pod anti-affinity: keep pods matching ``selector`` apart across ``topology`` domains."""
     term = {"labelSelector": {"matchLabels": dict(selector)}, "topologyKey": topology}
