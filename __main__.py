@@ -11,3 +11,8 @@ pulumi.export("tier", config.tier)
 pulumi.export("namespace", config.namespace)
 pulumi.export("services", sorted(stack.services))
 pulumi.export("endpoints", stack.endpoints())
+if stack.redis:
+    connection = stack.redis.connection
+    pulumi.export("redis", {"service": f"redis.{config.namespace}.svc.cluster.local:{connection.port}",
+                            "seed_nodes": connection.seed_nodes(),
+                            "password_secret": connection.password_secret_name})

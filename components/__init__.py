@@ -16,6 +16,7 @@ from .inference import (
     SecretKeyRef,
 )
 from .probes import PRESETS, ServerPreset
+from .redis_cluster import RedisCluster, RedisClusterArgs
 from .scheduling import GpuSchedulingContract
 from .stack import HaAiStack
 
@@ -29,6 +30,8 @@ __all__ = [
     "InferenceServiceArgs",
     "MetricSpec",
     "PRESETS",
+    "RedisCluster",
+    "RedisClusterArgs",
     "RedisConnection",
     "ResourceSpec",
     "SecretKeyRef",

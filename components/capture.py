@@ -68,7 +68,7 @@ class Capture:
 def plain(value: Any) -> Any:
     """Deserialized RPC values as plain data: secrets masked, unknowns marked, whole floats as ints."""
     if rpc.is_rpc_secret(value):
-        return SECRET_MASK
+        return _masked(rpc.unwrap_rpc_secret(value))
     if isinstance(value, pulumi.output.Unknown):
         return UNKNOWN
     if isinstance(value, dict):
@@ -78,6 +78,16 @@ def plain(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
+
+
+def _masked(value: Any) -> Any:
+    """Every leaf masked, the shape kept: the SDK marks a whole map secret when one value is, and a
+    Secret's ``stringData`` must stay a map to be a valid object."""
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    return SECRET_MASK
 
 
 def fake_secret(name: str) -> str:

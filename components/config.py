@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .inference import InferenceSpec
 from .quantity import positive_quantity
+from .redis_cluster import RedisClusterSpec
 from .scheduling import gpu_fit_problem
 
 NAMESPACE = "haai"
@@ -76,17 +77,10 @@ class GpuPoolConfig(_Section):
     _check_name = field_validator("name")(_dns_label)
 
 
-class RedisConfig(_Section):
-    """The Redis Cluster section (the RedisCluster component consumes it)."""
+class RedisConfig(RedisClusterSpec):
+    """The Redis Cluster section: the RedisCluster settings, plus whether the stack has one."""
 
     enabled: bool = Field(default=False, description="Deploy a Redis Cluster in the stack.")
-    shards: int = Field(default=3, ge=3, le=100, description="Master count; at least 3 for a quorum.")
-    replicas_per_shard: int = Field(default=1, ge=0, le=5, description="Replicas of each master.")
-    zones: list[str] = Field(default_factory=list, description="Zones to spread members over.")
-    storage_size: str = Field(default="20Gi", description="PVC size of each member.")
-    storage_class: str | None = Field(default=None, description="StorageClass of the PVCs; cluster default if null.")
-
-    _check_size = field_validator("storage_size")(positive_quantity)
 
 
 class StackConfig(_Section):
@@ -147,8 +141,10 @@ class StackConfig(_Section):
                 problems.append((("inference", index, "resources", "gpus"), problem))
             if entry.use_redis and not self.redis.enabled:
                 problems.append((("inference", index, "use_redis"), "needs redis.enabled: true"))
-        if self.redis.enabled:
-            problems.append((("redis", "enabled"), "the RedisCluster component is not available in this version yet"))
+        if self.redis.enabled and self.tier != "dev" and self.redis.replicas_per_shard < 1:
+            problems.append((("redis", "replicas_per_shard"),
+                             f"must be >= 1 outside dev (tier {self.tier}): a shard without a replica is lost "
+                             f"with its node"))
         return problems
 
 

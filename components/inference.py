@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .connection import RedisConnection
 from .images import require_pinned_image
 from .labels import selector_labels, standard_labels
+from .options import inherited_dependencies
 from .probes import PRESETS, ServerKind, model_server_probes
 from .quantity import parse_quantity, positive_quantity
 from .scheduling import (
@@ -474,12 +475,6 @@ def build_inference_objects(name: str, args: InferenceServiceArgs) -> InferenceO
     )
 
 
-def _as_list(depends_on: Any) -> list[Any]:
-    if depends_on is None:
-        return []
-    return list(depends_on) if isinstance(depends_on, (list, tuple)) else [depends_on]
-
-
 class InferenceService(pulumi.ComponentResource):
     """A highly available model server: Deployment, Service, HPA, PDB, ServiceAccount, NetworkPolicy.
 
@@ -502,8 +497,7 @@ class InferenceService(pulumi.ComponentResource):
     def __init__(self, name: str, args: InferenceServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("haai:index:InferenceService", name, None, opts)
         objects = build_inference_objects(name, args)
-        # A component's depends_on does not hold back its children, so hand it down (e.g. the Namespace).
-        inherited = _as_list(opts.depends_on) if opts else []
+        inherited = inherited_dependencies(opts)
         child = pulumi.ResourceOptions(parent=self, depends_on=inherited)
         metadata = objects.metadata
 

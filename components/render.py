@@ -80,6 +80,12 @@ def _workload_features(manifest: dict[str, Any], objects: list[dict[str, Any]]) 
     if anti:
         features.append("anti-affinity:" + ("hard" if "requiredDuringSchedulingIgnoredDuringExecution" in anti
                                             else "soft"))
+    node_terms = (pod.get("affinity", {}).get("nodeAffinity", {})
+                  .get("requiredDuringSchedulingIgnoredDuringExecution", {}).get("nodeSelectorTerms", []))
+    zones = [v for term in node_terms for e in term.get("matchExpressions", [])
+             if e["key"] == "topology.kubernetes.io/zone" for v in e.get("values", [])]
+    if zones:
+        features.append("pinned:" + ",".join(zones))
     for constraint in pod.get("topologySpreadConstraints", []):
         strength = "hard" if constraint["whenUnsatisfiable"] == "DoNotSchedule" else "soft"
         features.append(f"{constraint['topologyKey'].rsplit('/', 1)[-1]}-spread:{strength}")

@@ -8,6 +8,8 @@ import pulumi_kubernetes as k8s
 from .config import GpuPoolConfig, InferenceEntry, StackConfig
 from .inference import InferenceService, InferenceServiceArgs, InferenceSpec
 from .labels import standard_labels
+from .connection import RedisConnection
+from .redis_cluster import RedisCluster, RedisClusterArgs, RedisClusterSpec
 from .scheduling import GpuSchedulingContract
 
 
@@ -22,15 +24,24 @@ def pool_contract(pool: GpuPoolConfig) -> GpuSchedulingContract:
     )
 
 
-def service_args(config: StackConfig, entry: InferenceEntry) -> InferenceServiceArgs:
+def service_args(
+    config: StackConfig, entry: InferenceEntry, redis: RedisConnection | None = None
+) -> InferenceServiceArgs:
     """Component args of one configured service: its spec plus the stack's namespace and contracts."""
     pool = config.pool_for(entry)
-    spec = entry.model_dump(include=set(InferenceSpec.model_fields), exclude_unset=False)
+    spec = entry.model_dump(include=set(InferenceSpec.model_fields))
     return InferenceServiceArgs(
         **spec,
         namespace=config.namespace,
         node_pool=pool_contract(pool) if pool else None,
+        redis=redis if entry.use_redis else None,
     )
+
+
+def redis_args(config: StackConfig) -> RedisClusterArgs:
+    """Component args of the stack's Redis Cluster."""
+    return RedisClusterArgs(**config.redis.model_dump(include=set(RedisClusterSpec.model_fields)),
+                            namespace=config.namespace)
 
 
 def default_deny_policy_spec() -> dict[str, object]:
@@ -39,10 +50,11 @@ def default_deny_policy_spec() -> dict[str, object]:
 
 
 class HaAiStack(pulumi.ComponentResource):
-    """Namespace (Pod Security "restricted" enforced), a default-deny NetworkPolicy, and every service."""
+    """Namespace (Pod Security "restricted" enforced), a default-deny NetworkPolicy, Redis and every service."""
 
     namespace: k8s.core.v1.Namespace
     default_deny: k8s.networking.v1.NetworkPolicy
+    redis: RedisCluster | None
     services: dict[str, InferenceService]
 
     def __init__(self, name: str, config: StackConfig, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -69,8 +81,10 @@ class HaAiStack(pulumi.ComponentResource):
             spec=default_deny_policy_spec(),
             opts=in_namespace,
         )
+        self.redis = RedisCluster("redis", redis_args(config), opts=in_namespace) if config.redis.enabled else None
+        connection = self.redis.connection if self.redis else None
         self.services = {
-            entry.name: InferenceService(entry.name, service_args(config, entry), opts=in_namespace)
+            entry.name: InferenceService(entry.name, service_args(config, entry, connection), opts=in_namespace)
             for entry in config.inference
         }
         self.register_outputs({"namespace": config.namespace})
