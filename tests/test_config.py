@@ -95,8 +95,23 @@ def test_missing_tier_and_image_are_named() -> None:
         ({"tier": "prod", "gpu_pools": [{"name": "a"}, {"name": "b"}], "inference": [service(resources={"gpus": 1})]},
          "haai:inference[0].gpu_pool: needed: the service asks for 1 GPUs and there are 2 pools to choose from"),
         ({"tier": "prod", "redis": {"shards": 2}}, "haai:redis.shards: must be >= 3 (got 2)"),
-        ({"tier": "prod", "redis": {"storage_size": "-1Gi"}},
-         "haai:redis.storage_size: '-1Gi' is not a Kubernetes quantity (examples: 500m, 2, 512Mi, 8Gi)"),
+        ({"tier": "prod", "redis": {"replicas_per_shard": 2, "zones": ["a", "b"]}},
+         "haai:redis: replicas_per_shard 2 needs at least 3 zones so that no two members of a shard share a zone "
+         "(got 2); add zones or list none to spread by node"),
+        ({"tier": "prod", "redis": {"shards": 3, "zones": ["a", "b"]}},
+         "haai:redis: with 2 zones one zone would hold 2 of 3 masters, a majority: losing it would leave no "
+         "quorum to fail over; use more zones or more shards"),
+        ({"tier": "prod", "redis": {"enabled": True, "replicas_per_shard": 0}},
+         "haai:redis.replicas_per_shard: must be >= 1 outside dev (tier prod): a shard without a replica is lost "
+         "with its node"),
+        ({"tier": "prod", "redis": {"min_replicas_to_write": 2}},
+         "haai:redis: min_replicas_to_write (2) exceeds replicas_per_shard (1): every write would be refused"),
+        ({"tier": "prod", "redis": {"image": "redis"}},
+         "haai:redis.image: image 'redis' has no tag: pin a version (e.g. redis:1.2.3) or a digest"),
+        ({"tier": "prod", "redis": {"zones": ["a", "a", "b"]}},
+         "haai:redis.zones: zones must be distinct (got ['a', 'a', 'b'])"),
+        ({"tier": "prod", "redis": {"storage_size": "lots"}},
+         "haai:redis.storage_size: 'lots' is not a Kubernetes quantity (examples: 500m, 2, 512Mi, 8Gi)"),
     ],
 )
 def test_bad_values_have_exact_messages(raw: dict[str, Any], expected: str) -> None:
