@@ -1,0 +1,138 @@
+"""RedisCluster under Pulumi's mock runtime, in update and preview mode, and its topology planner."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from components import InferenceService, InferenceServiceArgs, RedisCluster, RedisClusterArgs
+from components.capture import SECRET_MASK, Capture
+from components.redis_cluster import plan_members
+
+from .conftest import objects_of, only, run_components
+
+ZONES = ["us-east-1a", "us-east-1b", "us-east-1c"]
+
+
+def build(preview: bool, **fields: Any) -> Capture:
+    return run_components(lambda: RedisCluster("redis", RedisClusterArgs(namespace="data", **fields)), preview=preview)
+
+
+@pytest.mark.parametrize(("shards", "replicas", "zones"), [(3, 1, 3), (3, 2, 3), (6, 1, 3), (4, 1, 2), (5, 2, 4)])
+def test_plan_keeps_shard_members_apart_and_masters_in_minority(shards: int, replicas: int, zones: int) -> None:
+    spec = RedisClusterArgs(shards=shards, replicas_per_shard=replicas, zones=[f"z{i}" for i in range(zones)])
+    members = plan_members("redis", spec)
+    assert len(members) == shards * (replicas + 1)
+    for shard in range(shards):
+        shard_zones = [m.zone for m in members if m.shard == shard]
+        assert len(set(shard_zones)) == len(shard_zones), f"shard {shard} shares a zone"
+    masters = Counter(m.zone for m in members if m.role == "master")
+    assert max(masters.values()) * 2 <= shards
+    assert len({m.pod for m in members}) == len(members)
+
+
+def test_objects_and_their_ha_settings(preview: bool) -> None:
+    capture = build(preview, zones=ZONES, storage_size="50Gi", storage_class="gp3")
+    statefulsets = objects_of(capture, "StatefulSet")
+    assert [s["metadata"]["name"] for s in statefulsets] == [f"redis-{z}" for z in ZONES]
+    for sts in statefulsets:
+        spec = sts["spec"]
+        assert spec["podManagementPolicy"] == "Parallel" and spec["replicas"] == 2
+        assert spec["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
+        claim = spec["volumeClaimTemplates"][0]["spec"]
+        assert claim["resources"]["requests"]["storage"] == "50Gi" and claim["storageClassName"] == "gp3"
+        zone = sts["metadata"]["name"].removeprefix("redis-")
+        terms = spec["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert terms["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == [zone]
+        assert sts["metadata"]["annotations"] == {"pulumi.com/skipAwait": "true"}
+        pod = spec["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["terminationGracePeriodSeconds"] == 90
+        redis = pod["containers"][0]
+        assert redis["lifecycle"]["preStop"]["exec"]["command"] == ["sh", "/etc/redis/pre-stop.sh"]
+        assert {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "redis-auth", "key": "password"}}} \
+            in redis["env"]
+        assert all("value" not in e or "password" not in e["value"].lower() for e in redis["env"])
+    headless = next(s for s in objects_of(capture, "Service") if s["metadata"]["name"] == "redis-headless")
+    assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is True
+    pdb = only(capture, "PodDisruptionBudget")["spec"]
+    assert pdb == {"maxUnavailable": 1, "selector": {"matchLabels": {
+        "app.kubernetes.io/name": "redis", "app.kubernetes.io/instance": "redis"}}}
+
+
+def test_password_is_generated_secret_and_never_in_the_config_map(preview: bool) -> None:
+    capture = build(preview, zones=ZONES)
+    [password] = capture.of_type("random:index/randomPassword:RandomPassword")
+    assert password.inputs["length"] == 32
+    secret = only(capture, "Secret")
+    assert secret["stringData"] == (SECRET_MASK if preview else {"password": SECRET_MASK})
+    data = only(capture, "ConfigMap")["data"]
+    assert "requirepass" not in data["redis.conf"] and "masterauth" not in data["redis.conf"]
+    assert "mock-" not in repr(capture.resources)
+
+
+def test_redis_conf_settings() -> None:
+    conf = only(build(False, zones=ZONES, node_timeout_ms=4000, require_full_coverage=True,
+                      min_replicas_to_write=1, memory="4Gi", maxmemory_percent=50), "ConfigMap")["data"]["redis.conf"]
+    lines = set(conf.splitlines())
+    for expected in ("cluster-enabled yes", "cluster-config-file nodes.conf", "cluster-node-timeout 4000",
+                     "appendonly yes", "appendfsync everysec", "aof-use-rdb-preamble yes",
+                     "cluster-require-full-coverage yes", "cluster-allow-reads-when-down no",
+                     "cluster-preferred-endpoint-type hostname", "min-replicas-to-write 1",
+                     f"maxmemory {2 * 1024 ** 3}", "maxmemory-policy noeviction"):
+        assert expected in lines, expected
+    assert any(line.startswith("save ") for line in lines)
+
+
+def test_network_policy_ports() -> None:
+    policies = {p["metadata"]["name"]: p["spec"] for p in objects_of(build(False, zones=ZONES), "NetworkPolicy")}
+    members = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "redis", "app.kubernetes.io/instance": "redis"}}}
+    clients = {"podSelector": {"matchLabels": {"ha-ai-stack/redis-client": "true"}}}
+    assert policies["redis"]["ingress"] == [
+        {"from": [members, clients], "ports": [{"port": 6379, "protocol": "TCP"}]},
+        {"from": [members], "ports": [{"port": 16379, "protocol": "TCP"}]},
+    ]
+
+
+def test_bootstrap_job_name_follows_the_topology(preview: bool) -> None:
+    def job_name(**fields: Any) -> str:
+        return only(build(preview, **fields), "Job")["metadata"]["name"]
+
+    same = job_name(zones=ZONES)
+    assert same == job_name(zones=ZONES, memory="4Gi")  # not a topology change
+    assert same != job_name(zones=ZONES, shards=6)
+    [job] = build(preview, zones=ZONES).of_type("kubernetes:batch/v1:Job")
+    statefulsets = {r.urn for r in build(preview, zones=ZONES).of_type("kubernetes:apps/v1:StatefulSet")}
+    assert statefulsets <= set(job.dependencies)
+
+
+def test_without_zones_members_need_distinct_nodes(preview: bool) -> None:
+    [sts] = objects_of(build(preview, replicas_per_shard=0), "StatefulSet")
+    assert sts["spec"]["replicas"] == 3
+    affinity = sts["spec"]["template"]["spec"]["affinity"]
+    assert "nodeAffinity" not in affinity
+    assert "requiredDuringSchedulingIgnoredDuringExecution" in affinity["podAntiAffinity"]
+
+
+def test_metrics_exporter_sidecar_is_pinned(preview: bool) -> None:
+    containers = objects_of(build(preview, zones=ZONES, metrics_exporter=True), "StatefulSet")[0]["spec"]["template"][
+        "spec"]["containers"]
+    assert [c["name"] for c in containers] == ["redis", "metrics"]
+    assert containers[1]["image"] == "oliver006/redis_exporter:v1.62.0"
+
+
+def test_connection_contract_reaches_inference_pods(preview: bool) -> None:
+    def program() -> None:
+        cluster = RedisCluster("redis", RedisClusterArgs(namespace="data", zones=ZONES))
+        InferenceService("api", InferenceServiceArgs(image="ghcr.io/acme/api:1.0", namespace="data",
+                                                     redis=cluster.connection))
+
+    capture = run_components(program, preview=preview)
+    api = next(d for d in objects_of(capture, "Deployment") if d["metadata"]["name"] == "api")
+    pod = api["spec"]["template"]
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "redis-auth", "key": "password"}
+    assert env["REDIS_CLUSTER_NODES"]["value"].startswith("redis-us-east-1a-0.redis-headless.data.svc.cluster.local:6379,")
+    assert pod["metadata"]["labels"]["ha-ai-stack/redis-client"] == "true"
