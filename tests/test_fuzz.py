@@ -45,6 +45,7 @@ services = fixed_dict(
     port=mostly([None, 8080, 9000], [0, 70000]),
     replicas=mostly([1, 2, 3, 5], [0, -1]),
     gpu_pool=mostly([None, "gpu-a"], ["gpu-b", "missing"]),
+    use_redis=mostly([False, True], []),
     anti_affinity=mostly(["required", "preferred"], ["maybe"]),
     zone_spread=mostly(["required", "preferred"], ["always"]),
     model_load_seconds=mostly([60, 600, 3600], [0, 20000]),
@@ -63,16 +64,28 @@ services = fixed_dict(
                               max_size=2)),
     typo=st.sampled_from([MISSING] * 15 + ["oops"]),
 )
+redis_sections = fixed_dict(
+    enabled=mostly([True, False], ["yes"]),
+    shards=mostly([3, 4, 6], [2]),
+    replicas_per_shard=mostly([0, 1, 2], [-1, 6]),
+    zones=maybe(st.lists(st.sampled_from(["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d"]),
+                         max_size=4, unique=True)),
+    storage_size=maybe(quantities),
+    min_replicas_to_write=mostly([0, 1], [3]),
+    metrics_exporter=maybe(st.booleans()),
+    node_timeout_ms=mostly([2000, 3000, 15000], [100]),
+)
 stack_configs = fixed_dict(
     tier=st.sampled_from(["dev", "staging", "prod"] * 8 + ["qa"]),
     kubernetes_version=mostly(["1.30", "1.33", "1.37"], ["1.20", "2.1"]),
     namespace=mostly(["ai-serving", "ml"], ["Bad_NS"]),
     gpu_pools=maybe(st.lists(pools, max_size=2)),
     inference=maybe(st.lists(services, max_size=3)),
+    redis=maybe(redis_sections),
 )
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stack_configs)
 def test_generated_config_renders_valid_objects_or_raises_config_error(raw: dict[str, Any]) -> None:
     try:
@@ -85,5 +98,7 @@ def test_generated_config_renders_valid_objects_or_raises_config_error(raw: dict
     capture = run_stack_config(raw)
     objects = manifests(capture)
     assert len([m for m in objects if m["kind"] == "Deployment"]) == len(config.inference)
+    members = config.redis.shards * (config.redis.replicas_per_shard + 1) if config.redis.enabled else 0
+    assert sum(m["spec"]["replicas"] for m in objects if m["kind"] == "StatefulSet") == members
     for manifest in objects:
         kubernetes_validate.validate(manifest, f"{config.kubernetes_version}.0", strict=True)
