@@ -9,13 +9,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .capture import StackNotFoundError, capture_stack, default_project_root
+from .capture import Capture, StackNotFoundError, capture_stack, default_project_root
 from .config import ConfigError
+from .policy_check import Finding, check_capture
 from .render import manifests, summary, write_manifests
 
 app = typer.Typer(help="Offline tools for ha-ai-stack: render stacks without a cloud or cluster.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 EXIT_USAGE = 2
+EXIT_VIOLATIONS = 1
 
 StackOption = Annotated[str, typer.Option("--stack", "-s", help="Stack name: stacks/Pulumi.<name>.yaml.")]
 ProjectOption = Annotated[
@@ -28,6 +30,16 @@ def main() -> None:
     """Offline tools for ha-ai-stack."""
 
 
+def _capture_or_exit(stack: str, project_dir: Optional[Path], preview: bool = False) -> tuple[Path, Capture]:
+    """Capture a stack, or print the stack/config error and exit 2."""
+    try:
+        root = project_dir or default_project_root()
+        return root, capture_stack(stack, project_root=root, preview=preview)
+    except (StackNotFoundError, ConfigError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
 @app.command()
 def render(
     stack: StackOption,
@@ -36,13 +48,8 @@ def render(
     preview: Annotated[bool, typer.Option(help="Run as a preview: computed values stay unknown.")] = False,
 ) -> None:
     """Run the stack's program under mocks and write one YAML manifest per Kubernetes object."""
-    console = Console(width=None if Console().is_terminal else 140)
-    try:
-        root = project_dir or default_project_root()
-        capture = capture_stack(stack, project_root=root, preview=preview)
-    except (StackNotFoundError, ConfigError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(EXIT_USAGE) from None
+    console = _console()
+    root, capture = _capture_or_exit(stack, project_dir, preview)
     objects = manifests(capture)
     target = out or root / "rendered" / stack
     write_manifests(objects, target)
@@ -52,5 +59,51 @@ def render(
     for row in summary(objects):
         table.add_row(row.kind, row.name, row.replicas, row.features)
     console.print(table)
+def _console() -> Console:
+    return Console(width=None if Console().is_terminal else 140)
+
+
+def _cell(text: str) -> str:
+    """Text that cannot break a Markdown table row."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(stack: str, findings: list[Finding]) -> str:
+    """The findings as one Markdown table for a pull-request comment."""
+    mandatory = sum(f.level == "mandatory" for f in findings)
+    lines = [f"### Policy check: stack `{stack}`", "",
+             f"{len(findings)} findings, {mandatory} mandatory.", ""]
+    if findings:
+        lines += ["| policy | resource | level | message |", "|---|---|---|---|"]
+        lines += [f"| `{f.policy}` | `{f.resource}` | {f.level} | {_cell(f.message)} |" for f in findings]
+    return "\n".join(lines)
+
+
+@app.command()
+def check(
+    stack: StackOption,
+    output_format: Annotated[str, typer.Option("--format", help="table or markdown.")] = "table",
+    project_dir: ProjectOption = None,
+    pack_dir: Annotated[Optional[Path], typer.Option(help="Policy pack (default: <project>/policies).")] = None,
+) -> None:
+    """Render the stack offline and run the policy pack over it with its tier's config; exit 1 on a mandatory violation."""
+    if output_format not in ("table", "markdown"):
+        typer.echo("error: --format must be table or markdown", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    root, capture = _capture_or_exit(stack, project_dir)
+    findings = check_capture(capture, pack_dir or root / "policies", str(capture.exports["tier"]))
+    if output_format == "markdown":
+        typer.echo(markdown_table(stack, findings))
+    else:
+        table = Table(title=f"stack {stack}: {len(findings)} policy findings")
+        for column in ("policy", "resource", "level", "message"):
+            table.add_column(column)
+        for finding in findings:
+            table.add_row(finding.policy, finding.resource, finding.level, finding.message)
+        _console().print(table)
+    if any(f.level == "mandatory" for f in findings):
+        raise typer.Exit(EXIT_VIOLATIONS)
+
+
 if __name__ == "__main__":
     app()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from components.capture import Capture, Project, capture_program, capture_stack
 from components.render import manifests
@@ -60,3 +64,20 @@ def only(capture: Capture, kind: str) -> dict[str, Any]:
 def preview(request: pytest.FixtureRequest) -> bool:
     """Run a test in update mode and again in preview mode."""
     return MODES[request.param]
+
+
+def haai(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run the ``haai`` CLI as a user would, in ``cwd``."""
+    return subprocess.run([sys.executable, "-m", "components.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def project_copy(tmp_path: Path, stack: str, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """A copy of the project whose ``stack`` config ``edit`` has changed (the ``config:`` map, in place)."""
+    project = tmp_path / "project"
+    shutil.copytree(PROJECT_ROOT, project, ignore=shutil.ignore_patterns(".venv", "venv", ".git", "rendered", "*.pyc"))
+    stack_file = project / "stacks" / f"Pulumi.{stack}.yaml"
+    document = yaml.safe_load(stack_file.read_text())
+    edit(document["config"])
+    stack_file.write_text(yaml.safe_dump(document))
+    return project

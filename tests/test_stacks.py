@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import kubernetes_validate
@@ -15,7 +12,7 @@ from components.capture import SECRET_MASK, capture_stack
 from components.config import TIER_DEFAULTS
 from components.render import manifests, summary, write_manifests
 
-from .conftest import PROJECT_ROOT, STACKS, stack_capture
+from .conftest import PROJECT_ROOT, STACKS, haai, project_copy, stack_capture
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -126,13 +123,8 @@ def test_secret_outputs_are_masked_in_the_capture() -> None:
     assert "hunter2" not in repr(capture)
 
 
-def _haai(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "components.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
-
-
 def test_cli_render_writes_valid_manifests(tmp_path: Path) -> None:
-    result = _haai("render", "--stack", "prod", "--out", str(tmp_path), cwd=PROJECT_ROOT)
+    result = haai("render", "--stack", "prod", "--out", str(tmp_path), cwd=PROJECT_ROOT)
     assert result.returncode == 0, result.stderr
     assert "stack prod:" in result.stdout and "hpa:3-12" in result.stdout
     files = sorted(tmp_path.glob("*.yaml"))
@@ -146,26 +138,24 @@ def test_cli_render_removes_objects_that_no_longer_exist(tmp_path: Path) -> None
     stale.write_text("# Rendered by haai from the Pulumi program under mocks. Secrets are masked.\n")
     keep = tmp_path / "notes.yaml"
     keep.write_text("mine: true\n")
-    assert _haai("render", "--stack", "dev", "--out", str(tmp_path), cwd=PROJECT_ROOT).returncode == 0
+    assert haai("render", "--stack", "dev", "--out", str(tmp_path), cwd=PROJECT_ROOT).returncode == 0
     assert not stale.exists() and keep.exists()
 
 
 def test_cli_missing_stack_exits_2() -> None:
-    result = _haai("render", "--stack", "qa", cwd=PROJECT_ROOT)
+    result = haai("render", "--stack", "qa", cwd=PROJECT_ROOT)
     assert result.returncode == 2
     assert "stack 'qa' not found" in result.stderr and "(stacks: dev, prod, staging)" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_cli_bad_config_exits_2_with_the_config_error(tmp_path: Path) -> None:
-    project = tmp_path / "project"
-    shutil.copytree(PROJECT_ROOT, project, ignore=shutil.ignore_patterns(".venv", ".git", "rendered", "*.pyc"))
-    stack_file = project / "stacks" / "Pulumi.prod.yaml"
-    config = yaml.safe_load(stack_file.read_text())
-    config["config"]["haai:inference"][0]["replicas"] = 0
-    config["config"]["haai:inference"][1]["image"] = "nvcr.io/nvidia/tritonserver:latest"
-    stack_file.write_text(yaml.safe_dump(config))
-    result = _haai("render", "--stack", "prod", "--out", str(tmp_path / "out"), cwd=project)
+    def break_two_keys(config: dict) -> None:
+        config["haai:inference"][0]["replicas"] = 0
+        config["haai:inference"][1]["image"] = "nvcr.io/nvidia/tritonserver:latest"
+
+    project = project_copy(tmp_path, "prod", break_two_keys)
+    result = haai("render", "--stack", "prod", "--out", str(tmp_path / "out"), cwd=project)
     assert result.returncode == 2
     assert "invalid stack config (2 problems)" in result.stderr
     assert "haai:inference[0].replicas: must be >= 1 (got 0)" in result.stderr

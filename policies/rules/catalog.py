@@ -1,0 +1,43 @@
+"""How every rule is described: id, what it checks, how to fix it, and its equivalents in other tools."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pulumi_policy import (
+    EnforcementLevel,
+    PolicyConfigSchema,
+    ResourceValidationPolicy,
+    StackValidationPolicy,
+)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One policy plus the documentation the README table is generated from."""
+
+    id: str
+    description: str
+    remediation: str
+    equivalents: str
+    validate: Callable[..., Any]
+    stack: bool = False
+    config: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def policy(self) -> ResourceValidationPolicy | StackValidationPolicy:
+        schema = PolicyConfigSchema(properties=self.config) if self.config else None
+        kind = StackValidationPolicy if self.stack else ResourceValidationPolicy
+        return kind(name=self.id, description=self.description, validate=self.validate,
+                    enforcement_level=EnforcementLevel.MANDATORY, config_schema=schema,
+                    remediation_steps=self.remediation, tags=self.equivalent_tools())
+
+    def equivalent_tools(self) -> list[str]:
+        return [] if self.equivalents == "none" else [e.strip() for e in self.equivalents.split(";")]
+
+
+def setting(args: Any, key: str, schema: dict[str, dict[str, Any]]) -> Any:
+    """A rule's config value: what --policy-pack-config gave, else the schema's default (prod's)."""
+    config = args.get_config() or {}
+    return config.get(key, schema[key]["default"])

@@ -1,0 +1,230 @@
+"""The policy pack, driven as the engine drives it: a separate process, over the gRPC analyzer protocol.
+
+Every policy has a case that makes it fire and a close case that must not, each built from a real
+rendered object of the prod stack changed in one field.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.protobuf import empty_pb2
+
+from components.capture import UNKNOWN, CapturedResource
+from components.policy_check import Finding, analyze, configure, running_pack, tier_config
+
+from .conftest import PROJECT_ROOT, STACKS, haai, project_copy, stack_capture
+
+PACK = PROJECT_ROOT / "policies"
+Mutation = Callable[[list[CapturedResource]], None]
+
+
+@pytest.fixture(scope="module")
+def pack() -> Iterator[Any]:
+    """One pack process for the module; stopped when the module ends, pass or fail."""
+    with running_pack(PACK) as stub:
+        yield stub
+
+
+def find(resources: list[CapturedResource], kind: str, name: str) -> dict[str, Any]:
+    """The inputs of the resource of ``kind`` whose metadata.name is ``name`` (to change in place)."""
+    for resource in resources:
+        if resource.inputs.get("kind") == kind and resource.inputs.get("metadata", {}).get("name") == name:
+            return resource.inputs
+    raise KeyError(f"{kind} {name}")
+
+
+def pod(resources: list[CapturedResource], kind: str, name: str) -> dict[str, Any]:
+    return find(resources, kind, name)["spec"]["template"]["spec"]
+
+
+def container(resources: list[CapturedResource], name: str) -> dict[str, Any]:
+    return pod(resources, "Deployment", name)["containers"][0]
+
+
+def findings_after(pack: Any, mutate: Mutation, tier: str = "prod") -> list[Finding]:
+    resources = copy.deepcopy(stack_capture("prod").resources)
+    mutate(resources)
+    configure(pack, tier_config(PACK, tier))
+    return analyze(pack, resources)
+
+
+def set_in(path: list[str | int], value: Any, kind: str, name: str) -> Mutation:
+    def mutate(resources: list[CapturedResource]) -> None:
+        target = find(resources, kind, name)
+        for key in path[:-1]:
+            target = target[key]
+        if value is DELETE:
+            del target[path[-1]]
+        else:
+            target[path[-1]] = value
+    return mutate
+
+
+DELETE = object()
+POD = ["spec", "template", "spec"]
+SERVER = [*POD, "containers", 0]
+D, STS = "Deployment", "StatefulSet"
+
+CASES: list[tuple[str, str, Mutation, bool]] = [
+    ("workload-min-replicas", "2 replicas", set_in(["spec", "replicas"], 2, D, "ai-inference-service"), True),
+    ("workload-min-replicas", "4 replicas", set_in(["spec", "replicas"], 4, D, "ai-inference-service"), False),
+    ("pdb-coverage", "PDB selects other pods",
+     set_in(["spec", "selector", "matchLabels", "app.kubernetes.io/name"], "other", "PodDisruptionBudget", "triton"),
+     True),
+    ("pdb-coverage", "PDB allows no disruption",
+     set_in(["spec", "maxUnavailable"], 0, "PodDisruptionBudget", "triton"), True),
+    ("pdb-coverage", "PDB allows two", set_in(["spec", "maxUnavailable"], 2, "PodDisruptionBudget", "triton"), False),
+    ("pod-spread", "no anti-affinity", set_in([*POD, "affinity"], {}, D, "triton"), True),
+    ("pod-spread", "no zone spread", set_in([*POD, "topologySpreadConstraints"], [], D, "triton"), True),
+    ("pod-spread", "soft anti-affinity",
+     set_in([*POD, "affinity", "podAntiAffinity"], {"preferredDuringSchedulingIgnoredDuringExecution": [
+         {"weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {}}}]},
+         D, "triton"), False),
+    ("hpa-bounds", "HPA floor 2", set_in(["spec", "minReplicas"], 2, "HorizontalPodAutoscaler", "triton"), True),
+    ("hpa-bounds", "HPA max below min", set_in(["spec", "maxReplicas"], 2, "HorizontalPodAutoscaler", "triton"), True),
+    ("hpa-bounds", "HPA max equals min", set_in(["spec", "maxReplicas"], 3, "HorizontalPodAutoscaler", "triton"),
+     False),
+    ("probes", "no readiness probe", set_in([*SERVER, "readinessProbe"], DELETE, D, "ai-inference-service"), True),
+    ("probes", "GPU server without startup probe", set_in([*SERVER, "startupProbe"], DELETE, D, "triton"), True),
+    ("probes", "CPU server without startup probe",
+     set_in([*SERVER, "startupProbe"], DELETE, D, "ai-inference-service"), False),
+    ("resources-set", "no memory limit",
+     set_in([*SERVER, "resources", "limits", "memory"], DELETE, D, "ai-inference-service"), True),
+    ("resources-set", "another CPU limit",
+     set_in([*SERVER, "resources", "limits", "cpu"], "6", D, "ai-inference-service"), False),
+    ("gpu-scheduling", "GPU request differs from limit",
+     set_in([*SERVER, "resources", "requests", "nvidia.com/gpu"], "2", D, "triton"), True),
+    ("gpu-scheduling", "no GPU toleration", set_in([*POD, "tolerations"], [], D, "triton"), True),
+    ("gpu-scheduling", "tolerates every taint",
+     set_in([*POD, "tolerations"], [{"operator": "Exists"}], D, "triton"), False),
+    ("image-pinned", "latest tag", set_in([*SERVER, "image"], "vllm/vllm-openai:latest", D, "vllm-chat"), True),
+    ("image-pinned", "digest", set_in([*SERVER, "image"], "vllm/vllm-openai@sha256:" + "c" * 64, D, "vllm-chat"),
+     False),
+    ("pod-security-restricted", "privilege escalation allowed",
+     set_in([*SERVER, "securityContext", "allowPrivilegeEscalation"], True, D, "vllm-chat"), True),
+    ("pod-security-restricted", "hostPath volume",
+     set_in([*POD, "volumes", 0], {"name": "tmp", "hostPath": {"path": "/tmp"}}, D, "vllm-chat"), True),
+    ("pod-security-restricted", "read-only root off (allowed by restricted)",
+     set_in([*SERVER, "securityContext", "readOnlyRootFilesystem"], False, D, "vllm-chat"), False),
+    ("no-literal-secret-env", "literal token",
+     set_in([*SERVER, "env", 2], {"name": "HF_TOKEN", "value": "hf_abc"}, D, "vllm-chat"), True),
+    ("no-literal-secret-env", "literal non-secret",
+     set_in([*SERVER, "env", 2], {"name": "HF_REVISION", "value": "main"}, D, "vllm-chat"), False),
+    ("namespace-default-deny", "default deny allows all ingress",
+     set_in(["spec", "ingress"], [{}], "NetworkPolicy", "default-deny"), True),
+    ("namespace-default-deny", "default deny with a label",
+     set_in(["metadata", "labels", "team"], "ml", "NetworkPolicy", "default-deny"), False),
+    ("redis-cluster-ha", "AOF off",
+     lambda rs: find(rs, "ConfigMap", "redis-config")["data"].update(
+         {"redis.conf": find(rs, "ConfigMap", "redis-config")["data"]["redis.conf"].replace(
+             "appendonly yes", "appendonly no")}), True),
+    ("redis-cluster-ha", "no PVC", set_in(["spec", "volumeClaimTemplates"], [], STS, "redis-us-east-1b"), True),
+    ("redis-cluster-ha", "password as a literal",
+     set_in([*SERVER, "env", 3], {"name": "REDIS_PASSWORD", "value": "x"}, STS, "redis-us-east-1a"), True),
+    ("redis-cluster-ha", "shard 0's replica pinned to its master's zone",
+     set_in([*POD, "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms",
+             0, "matchExpressions", 0, "values"], ["us-east-1a"], STS, "redis-us-east-1b"), True),
+    ("redis-cluster-ha", "another storage size",
+     set_in(["spec", "volumeClaimTemplates", 0, "spec", "resources", "requests", "storage"], "80Gi", STS,
+            "redis-us-east-1b"), False),
+    ("inference-reaches-redis", "egress rule to Redis removed",
+     lambda rs: find(rs, "NetworkPolicy", "ai-inference-service")["spec"]["egress"].pop(1), True),
+    ("inference-reaches-redis", "client label removed",
+     set_in(["spec", "template", "metadata", "labels", "ha-ai-stack/redis-client"], DELETE, D,
+            "ai-inference-service"), True),
+    ("inference-reaches-redis", "HTTPS egress removed",
+     lambda rs: find(rs, "NetworkPolicy", "ai-inference-service")["spec"]["egress"].pop(2), False),
+]
+
+
+@pytest.mark.parametrize(("policy", "case", "mutate", "fires"), CASES, ids=[f"{c[0]}: {c[1]}" for c in CASES])
+def test_policy_case(pack: Any, policy: str, case: str, mutate: Mutation, fires: bool) -> None:
+    hits = [f for f in findings_after(pack, mutate) if f.policy == policy]
+    if fires:
+        assert hits, f"{policy} did not fire for: {case}"
+        assert all(f.level == "mandatory" for f in hits)
+    else:
+        assert hits == [], f"{policy} fired for: {case}: {hits}"
+
+
+def test_every_policy_has_a_firing_and_a_quiet_case(pack: Any) -> None:
+    names = {p.name for p in pack.GetAnalyzerInfo(empty_pb2.Empty()).policies}
+    assert {c[0] for c in CASES if c[3]} == names
+    assert {c[0] for c in CASES if not c[3]} == names
+
+
+def test_analyzer_info_documents_every_policy(pack: Any) -> None:
+    info = pack.GetAnalyzerInfo(empty_pb2.Empty())
+    assert info.name == "ha-ai-stack" and len(info.policies) == 13
+    for policy in info.policies:
+        assert policy.description and policy.remediation_steps, policy.name
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_shipped_stacks_have_no_mandatory_violations(pack: Any, stack: str) -> None:
+    configure(pack, tier_config(PACK, stack))
+    findings = analyze(pack, stack_capture(stack).resources)
+    assert [f for f in findings if f.level == "mandatory"] == []
+
+
+@pytest.mark.parametrize(("tier", "level"), [("dev", "advisory"), ("staging", "mandatory"), ("prod", "mandatory")])
+def test_enforcement_levels_per_tier(pack: Any, tier: str, level: str) -> None:
+    assert set(configure(pack, tier_config(PACK, tier)).values()) == {level}
+    findings = findings_after(pack, set_in(["spec", "replicas"], 0, D, "ai-inference-service"), tier)
+    assert {f.level for f in findings if f.policy == "workload-min-replicas"} == {level}
+
+
+def test_tier_thresholds_come_from_the_config(pack: Any) -> None:
+    two = set_in(["spec", "replicas"], 2, D, "ai-inference-service")
+    assert [f for f in findings_after(pack, two, "staging") if f.policy == "workload-min-replicas"] == []
+    assert [f for f in findings_after(pack, two, "prod") if f.policy == "workload-min-replicas"]
+
+
+def test_digest_option(pack: Any) -> None:
+    configure(pack, {"all": "mandatory", "image-pinned": {"requireDigest": True}})
+    findings = analyze(pack, stack_capture("prod").resources)
+    assert any(f.policy == "image-pinned" and "requires a digest" in f.message for f in findings)
+
+
+def test_allow_list_exempts_a_named_workload(pack: Any) -> None:
+    resources = copy.deepcopy(stack_capture("prod").resources)
+    set_in([*POD, "volumes", 0], {"name": "tmp", "hostPath": {"path": "/tmp"}}, D, "vllm-chat")(resources)
+    configure(pack, {"all": "mandatory", "pod-security-restricted": {"allowedWorkloads": ["ai-serving/vllm-chat"]}})
+    assert [f for f in analyze(pack, resources) if f.policy == "pod-security-restricted"] == []
+
+
+def test_unknown_values_in_preview_are_reported_not_passed(pack: Any) -> None:
+    resources = copy.deepcopy(stack_capture("prod").resources)
+    index = next(i for i, r in enumerate(resources) if r.inputs.get("kind") == "HorizontalPodAutoscaler")
+    resources[index] = replace(resources[index], inputs={**resources[index].inputs, "spec": {
+        **resources[index].inputs["spec"], "minReplicas": UNKNOWN}})
+    configure(pack, tier_config(PACK, "prod"))
+    findings = [f for f in analyze(pack, resources) if f.policy == "hpa-bounds"]
+    assert len(findings) == 1 and "during preview" in findings[0].message
+
+
+def test_haai_check_passes_prod() -> None:
+    result = haai("check", "--stack", "prod", cwd=PROJECT_ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "stack prod: 0 policy findings" in result.stdout
+
+
+def test_haai_check_fails_a_stack_that_breaks_a_rule(tmp_path: Path) -> None:
+    def too_few(config: dict[str, Any]) -> None:
+        config["haai:inference"][0]["replicas"] = 2
+
+    project = project_copy(tmp_path, "prod", too_few)
+    result = haai("check", "--stack", "prod", "--format", "markdown", cwd=project)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "### Policy check: stack `prod`"
+    assert "1 findings, 1 mandatory." in lines
+    assert "| policy | resource | level | message |" in lines
+    assert any(line.startswith("| `workload-min-replicas` | `(stack)` | mandatory | ai-serving/ai-inference-service "
+                               "runs 2 replicas; the tier needs at least 3.") for line in lines)
