@@ -1,13 +1,14 @@
 """The README's config reference, generated from the config models so it cannot drift from them.
 
-``python -m components.docs`` prints the table, ``--write-readme README.md`` puts it between the
-README's markers; a test checks that README.md holds it verbatim.
+``python -m components.docs`` prints the config table; ``--write-readme README.md`` regenerates the
+config and policy tables between the README's markers; a test checks that README.md holds them.
 """
 
 from __future__ import annotations
 
 import json
 import types
+from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
@@ -68,22 +69,43 @@ def config_table() -> str:
     return "\n".join([header, rule, *_rows(StackConfig, "", None)])
 
 
-START, END = "<!-- config-table:start -->", "<!-- config-table:end -->"
+def policy_table(project_root: Path) -> str:
+    """Every policy of the pack: id, kind, what it checks, the fix, level per tier, equivalents."""
+    from policies.rules import RULES  # the pack lives beside the library; imported only for the docs
+
+    configs = {tier: json.loads((project_root / "policies" / "config" / f"{tier}.json").read_text()) for tier in TIERS}
+
+    def level(tier: str, rule_id: str) -> str:
+        entry = configs[tier].get(rule_id, {})
+        explicit = entry if isinstance(entry, str) else entry.get("enforcementLevel")
+        return explicit or configs[tier].get("all", "mandatory")
+
+    header = "| id | scope | checks | fix | " + " | ".join(TIERS) + " | equivalents |"
+    rows = [header, "|" + "---|" * (5 + len(TIERS))]
+    for rule in RULES:
+        levels = " | ".join(level(tier, rule.id) for tier in TIERS)
+        rows.append(f"| `{rule.id}` | {'stack' if rule.stack else 'resource'} | {rule.description} | "
+                    f"{rule.remediation} | {levels} | {rule.equivalents} |")
+    return "\n".join(rows)
 
 
-def with_config_table(readme: str) -> str:
-    """``readme`` with the generated table between its markers."""
-    head, rest = readme.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{config_table()}\n{END}{tail}"
+def _between(readme: str, marker: str, body: str) -> str:
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    head, rest = readme.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
+def with_generated_tables(readme: str, project_root: Path) -> str:
+    """``readme`` with the config and policy tables regenerated between their markers."""
+    return _between(_between(readme, "config-table", config_table()), "policy-table", policy_table(project_root))
 
 
 if __name__ == "__main__":
     import sys
-    from pathlib import Path
 
     if sys.argv[1:2] == ["--write-readme"]:
-        path = Path(sys.argv[2])
-        path.write_text(with_config_table(path.read_text()))
+        path = Path(sys.argv[2]).resolve()
+        path.write_text(with_generated_tables(path.read_text(), path.parent))
     else:
         print(config_table())

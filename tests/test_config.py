@@ -151,10 +151,11 @@ def test_bad_config_registers_nothing() -> None:
     assert sink.resources == []
 
 
-def test_readme_config_table_is_current() -> None:
+def test_readme_generated_tables_are_current() -> None:
     from pathlib import Path
 
-    from components.docs import with_config_table
+    from components.docs import with_generated_tables
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert readme == with_config_table(readme), "run: python -m components.docs --write-readme README.md"
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    assert readme == with_generated_tables(readme, root), "run: python -m components.docs --write-readme README.md"
