@@ -6,6 +6,8 @@ component inside a Pulumi program.
 
 from .config import ConfigError, StackConfig, load_stack_config, validate_stack_config
 from .connection import RedisConnection
+from .device_plugin import NvidiaDevicePlugin
+from .gpu_node_pool import EksPoolSpec, GpuNodePool, GpuPoolSpec, KarpenterPoolSpec
 from .inference import (
     AutoscalingSpec,
     DisruptionSpec,
@@ -24,7 +26,12 @@ __all__ = [
     "AutoscalingSpec",
     "ConfigError",
     "DisruptionSpec",
+    "EksPoolSpec",
+    "GpuNodePool",
+    "GpuPoolSpec",
     "GpuSchedulingContract",
+    "KarpenterPoolSpec",
+    "NvidiaDevicePlugin",
     "HaAiStack",
     "InferenceService",
     "InferenceServiceArgs",

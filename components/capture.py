@@ -28,6 +28,12 @@ from pulumi.runtime.sync_await import _sync_await
 SECRET_MASK = "<secret>"
 UNKNOWN = "<unknown>"
 RANDOM_PASSWORD = "random:index/randomPassword:RandomPassword"
+# Outputs the engine computes (not echoed inputs) that programs read, per type token.
+COMPUTED_OUTPUTS: dict[str, Callable[[str], dict[str, Any]]] = {
+    RANDOM_PASSWORD: lambda name: {"result": fake_secret(name)},
+    "aws:iam/role:Role": lambda name: {"arn": f"arn:aws:iam::123456789012:role/{name}", "name": name},
+    "aws:ec2/launchTemplate:LaunchTemplate": lambda name: {"latestVersion": 1},
+}
 
 
 class StackNotFoundError(Exception):
@@ -96,15 +102,16 @@ def fake_secret(name: str) -> str:
 
 
 class EchoMocks(pulumi.runtime.Mocks):
-    """Outputs are the inputs. In an update, computed secrets get stable fakes; in a preview they stay unknown."""
+    """Outputs are the inputs. In an update, engine-computed outputs get stable fakes (a generated password,
+    an ARN); in a preview they stay unknown, as the engine leaves them."""
 
     def __init__(self, preview: bool) -> None:
         self.preview = preview
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         outputs = dict(args.inputs)
-        if args.typ == RANDOM_PASSWORD and not self.preview:
-            outputs["result"] = fake_secret(args.name)
+        if args.typ in COMPUTED_OUTPUTS and not self.preview:
+            outputs.update(COMPUTED_OUTPUTS[args.typ](args.name))
         return f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:

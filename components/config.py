@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .inference import InferenceSpec
 from .quantity import positive_quantity
+from .gpu_node_pool import GpuPoolSpec
 from .redis_cluster import RedisClusterSpec
 from .scheduling import gpu_fit_problem
 
@@ -64,17 +65,7 @@ class InferenceEntry(InferenceSpec):
     _check_name = field_validator("name")(_dns_label)
 
 
-class GpuPoolConfig(_Section):
-    """A GPU node pool. The `existing` backend describes GPU nodes the cluster already has."""
-
-    name: str = Field(description="Pool name; nodes carry it as the `ha-ai-stack/gpu-pool` label.")
-    backend: Literal["existing"] = Field(default="existing", description="How the pool is provided.")
-    gpus_per_node: int | None = Field(default=None, ge=1, le=16, description="GPUs on one node.")
-    gpu_model: str | None = Field(default=None, description="GPU model, for example `A10G`.")
-    zones: list[str] = Field(default_factory=list, description="Zones the pool's nodes are in.")
-    node_labels: dict[str, str] = Field(default_factory=dict, description="Extra labels pods select on.")
-
-    _check_name = field_validator("name")(_dns_label)
+GpuPoolConfig = GpuPoolSpec  # the stack config's pool entries are the component's spec
 
 
 class RedisConfig(RedisClusterSpec):
@@ -92,6 +83,9 @@ class StackConfig(_Section):
     inference: list[InferenceEntry] = Field(default_factory=list, description="Inference services.")
     gpu_pools: list[GpuPoolConfig] = Field(default_factory=list, description="GPU node pools.")
     redis: RedisConfig = Field(default_factory=RedisConfig, description="Redis Cluster.")
+    nvidia_device_plugin: bool = Field(
+        default=True, description="Deploy the NVIDIA device plugin when there are GPU pools (off if the GPU "
+                                  "operator or Bottlerocket already provides it).")
 
     _check_namespace = field_validator("namespace")(lambda v: _dns_label(v, 63))
 
@@ -137,7 +131,7 @@ class StackConfig(_Section):
                     (("inference", index, "gpu_pool"), f"needed: the service asks for {gpus} GPUs and there are "
                      f"{len(self.gpu_pools)} pools to choose from")
                 )
-            elif pool and (problem := gpu_fit_problem(gpus, pool.name, pool.gpus_per_node)):
+            elif pool and (problem := gpu_fit_problem(gpus, pool.name, pool.resolved_gpus_per_node())):
                 problems.append((("inference", index, "resources", "gpus"), problem))
             if entry.use_redis and not self.redis.enabled:
                 problems.append((("inference", index, "use_redis"), "needs redis.enabled: true"))

@@ -5,23 +5,13 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from .config import GpuPoolConfig, InferenceEntry, StackConfig
+from .config import InferenceEntry, StackConfig
+from .device_plugin import NvidiaDevicePlugin
+from .gpu_node_pool import GpuNodePool
 from .inference import InferenceService, InferenceServiceArgs, InferenceSpec
 from .labels import standard_labels
 from .connection import RedisConnection
 from .redis_cluster import RedisCluster, RedisClusterArgs, RedisClusterSpec
-from .scheduling import GpuSchedulingContract
-
-
-def pool_contract(pool: GpuPoolConfig) -> GpuSchedulingContract:
-    """The scheduling contract of a configured pool."""
-    return GpuSchedulingContract.for_pool(
-        pool.name,
-        gpus_per_node=pool.gpus_per_node,
-        gpu_model=pool.gpu_model,
-        zones=pool.zones,
-        extra_node_labels=pool.node_labels,
-    )
 
 
 def service_args(
@@ -33,7 +23,7 @@ def service_args(
     return InferenceServiceArgs(
         **spec,
         namespace=config.namespace,
-        node_pool=pool_contract(pool) if pool else None,
+        node_pool=pool.contract() if pool else None,
         redis=redis if entry.use_redis else None,
     )
 
@@ -50,10 +40,13 @@ def default_deny_policy_spec() -> dict[str, object]:
 
 
 class HaAiStack(pulumi.ComponentResource):
-    """Namespace (Pod Security "restricted" enforced), a default-deny NetworkPolicy, Redis and every service."""
+    """GPU pools (+ device plugin), the namespace (Pod Security "restricted" enforced), a default-deny
+    NetworkPolicy, Redis and every service."""
 
     namespace: k8s.core.v1.Namespace
     default_deny: k8s.networking.v1.NetworkPolicy
+    pools: dict[str, GpuNodePool]
+    device_plugin: NvidiaDevicePlugin | None
     redis: RedisCluster | None
     services: dict[str, InferenceService]
 
@@ -81,6 +74,9 @@ class HaAiStack(pulumi.ComponentResource):
             spec=default_deny_policy_spec(),
             opts=in_namespace,
         )
+        self.pools = {pool.name: GpuNodePool(pool.name, pool, opts=child) for pool in config.gpu_pools}
+        self.device_plugin = (NvidiaDevicePlugin("nvidia-device-plugin", opts=child)
+                              if config.gpu_pools and config.nvidia_device_plugin else None)
         self.redis = RedisCluster("redis", redis_args(config), opts=in_namespace) if config.redis.enabled else None
         connection = self.redis.connection if self.redis else None
         self.services = {

@@ -52,7 +52,8 @@ def test_every_problem_is_listed_in_one_error() -> None:
         "haai:inference[2].image: image 'ghcr.io/acme/model' has no tag: pin a version "
         "(e.g. ghcr.io/acme/model:1.2.3) or a digest",
         "haai:inference[2].anti_affinity: must be 'required' or 'preferred' (got \"sometimes\")",
-        "haai:colour: unknown key (allowed: tier, kubernetes_version, namespace, inference, gpu_pools, redis)",
+        "haai:colour: unknown key (allowed: tier, kubernetes_version, namespace, inference, gpu_pools, redis, "
+        "nvidia_device_plugin)",
     ]
     assert str(caught.value).startswith("invalid stack config (8 problems):\n  haai:namespace:")
 

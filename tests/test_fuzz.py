@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import kubernetes_validate
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from components.config import ConfigError, validate_stack_config
 from components.render import manifests
+
+from .schemas import validate_object
 
 from .conftest import run_stack_config
 
@@ -101,4 +102,4 @@ def test_generated_config_renders_valid_objects_or_raises_config_error(raw: dict
     members = config.redis.shards * (config.redis.replicas_per_shard + 1) if config.redis.enabled else 0
     assert sum(m["spec"]["replicas"] for m in objects if m["kind"] == "StatefulSet") == members
     for manifest in objects:
-        kubernetes_validate.validate(manifest, f"{config.kubernetes_version}.0", strict=True)
+        validate_object(manifest, config.kubernetes_version)

@@ -192,10 +192,25 @@ def test_digest_option(pack: Any) -> None:
     assert any(f.policy == "image-pinned" and "requires a digest" in f.message for f in findings)
 
 
+def test_device_plugin_is_exempt_only_through_the_allow_list(pack: Any) -> None:
+    configure(pack, {"all": "mandatory", "pod-security-restricted": {"allowedWorkloads": []}})
+    findings = [f for f in analyze(pack, stack_capture("prod").resources) if f.policy == "pod-security-restricted"]
+    assert {f.resource for f in findings} == {"nvidia-device-plugin-daemonset"}
+    assert any("hostPath" in f.message for f in findings)
+
+
+def test_system_namespaces_are_exempt_from_default_deny_only_through_config(pack: Any) -> None:
+    configure(pack, {"all": "mandatory", "namespace-default-deny": {"exemptNamespaces": []}})
+    findings = [f for f in analyze(pack, stack_capture("prod").resources) if f.policy == "namespace-default-deny"]
+    assert [f.message for f in findings] == [
+        "namespace kube-system runs workloads but has no default-deny NetworkPolicy."]
+
+
 def test_allow_list_exempts_a_named_workload(pack: Any) -> None:
     resources = copy.deepcopy(stack_capture("prod").resources)
     set_in([*POD, "volumes", 0], {"name": "tmp", "hostPath": {"path": "/tmp"}}, D, "vllm-chat")(resources)
-    configure(pack, {"all": "mandatory", "pod-security-restricted": {"allowedWorkloads": ["ai-serving/vllm-chat"]}})
+    configure(pack, {"all": "mandatory", "pod-security-restricted": {"allowedWorkloads": ["ai-serving/vllm-chat",
+                                                                                "kube-system/nvidia-device-plugin"]}})
     assert [f for f in analyze(pack, resources) if f.policy == "pod-security-restricted"] == []
 
 

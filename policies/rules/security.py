@@ -11,7 +11,8 @@ from .catalog import Rule, setting
 from .k8s import all_containers, dig, object_name, pod_template
 
 DIGESTS = {"requireDigest": {"type": "boolean", "default": False}}
-ALLOWED = {"allowedWorkloads": {"type": "array", "items": {"type": "string"}, "default": [],
+ALLOWED = {"allowedWorkloads": {"type": "array", "items": {"type": "string"},
+                                "default": ["kube-system/nvidia-device-plugin"],
                                 "description": "namespace/name of justified system workloads (e.g. the NVIDIA "
                                                "device plugin DaemonSet) exempt from the restricted profile."}}
 

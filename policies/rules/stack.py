@@ -8,6 +8,8 @@ from typing import Any
 from .catalog import Rule, setting
 from .k8s import NETWORK_POLICY, dig, matches, namespace_of, object_name, pod_template
 
+EXEMPT = {"exemptNamespaces": {"type": "array", "items": {"type": "string"}, "default": ["kube-system"],
+                               "description": "System namespaces whose add-ons a default deny would break."}}
 REDIS_REPLICAS = {"minReplicasPerShard": {"type": "integer", "minimum": 0, "default": 1}}
 CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
 STATEFULSET = "kubernetes:apps/v1:StatefulSet"
@@ -28,7 +30,8 @@ def _policies(resources: list[Any]) -> list[dict[str, Any]]:
 
 
 def _default_deny(args: Any, report: Any) -> None:
-    namespaces = {namespace_of(r.props) for r, _ in _workload_pods(args.resources)}
+    exempt = set(setting(args, "exemptNamespaces", EXEMPT))
+    namespaces = {namespace_of(r.props) for r, _ in _workload_pods(args.resources)} - exempt
     for namespace in sorted(namespaces):
         deny = [p for p in _policies(args.resources) if namespace_of(p) == namespace
                 and dig(p, "spec", "podSelector") in ({}, None)
@@ -150,7 +153,7 @@ RULES = [
     Rule("namespace-default-deny", "Every namespace with workloads has a default-deny NetworkPolicy.",
          "add a NetworkPolicy with podSelector: {} and policyTypes [Ingress, Egress] and no rules.",
          "Polaris missingNetworkPolicy; kube-score pod-networkpolicy; Kyverno add-networkpolicy", _default_deny,
-         stack=True),
+         stack=True, config=EXEMPT),
     Rule("redis-cluster-ha", "Redis Clusters have >= 3 masters, the tier's replicas per shard, AOF persistence on "
          "PVCs, auth from a Secret, and shard members in distinct zones.",
          "use RedisCluster with replicas_per_shard >= 1 over >= members-per-shard zones.", "none", _redis_ha,

@@ -1,0 +1,67 @@
+"""The NVIDIA device plugin DaemonSet: advertises nvidia.com/gpu on GPU nodes.
+
+The one workload that cannot meet Pod Security "restricted": it must run as root and mount the
+kubelet's device-plugin directory (hostPath) to register its socket. It runs in kube-system, only on
+GPU nodes, and the policy pack names it in ``pod-security-restricted.allowedWorkloads``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from .labels import selector_labels, standard_labels
+from .scheduling import GPU_PRESENT_LABEL, GPU_TOLERATION
+
+NAME = "nvidia-device-plugin"
+NAMESPACE = "kube-system"
+DEFAULT_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.17.0"
+PLUGIN_DIR = "/var/lib/kubelet/device-plugins"
+
+
+def device_plugin_spec(image: str) -> dict[str, Any]:
+    selector = selector_labels(NAME, NAME)
+    return {
+        "selector": {"matchLabels": selector},
+        "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+        "template": {
+            "metadata": {"labels": standard_labels(NAME, NAME, "device-plugin")},
+            "spec": {
+                "priorityClassName": "system-node-critical",
+                "automountServiceAccountToken": False,
+                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": GPU_PRESENT_LABEL, "operator": "In", "values": ["true"]}]}]}}},
+                "tolerations": [dict(GPU_TOLERATION), {"key": "CriticalAddonsOnly", "operator": "Exists"}],
+                "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [{
+                    "name": NAME,
+                    "image": image,
+                    "imagePullPolicy": "IfNotPresent",
+                    "env": [{"name": "FAIL_ON_INIT_ERROR", "value": "false"}],
+                    "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
+                                  "limits": {"cpu": "100m", "memory": "128Mi"}},
+                    "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                        "capabilities": {"drop": ["ALL"]},
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "volumeMounts": [{"name": "device-plugin", "mountPath": PLUGIN_DIR}],
+                }],
+                "volumes": [{"name": "device-plugin", "hostPath": {"path": PLUGIN_DIR, "type": "Directory"}}],
+            },
+        },
+    }
+
+
+class NvidiaDevicePlugin(pulumi.ComponentResource):
+    """The device plugin DaemonSet (turn it off where the GPU operator or Bottlerocket provide it)."""
+
+    daemon_set: k8s.apps.v1.DaemonSet
+
+    def __init__(self, name: str, image: str = DEFAULT_IMAGE, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("haai:index:NvidiaDevicePlugin", name, None, opts)
+        self.daemon_set = k8s.apps.v1.DaemonSet(
+            f"{name}-daemonset",
+            metadata={"name": NAME, "namespace": NAMESPACE, "labels": standard_labels(NAME, NAME, "device-plugin")},
+            spec=device_plugin_spec(image), opts=pulumi.ResourceOptions(parent=self))
+        self.register_outputs({})
