@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .capture import Capture, StackNotFoundError, capture_stack, default_project_root
-from .config import ConfigError
+from .capture import Capture, Project, StackNotFoundError, capture_stack, default_project_root
+from .config import ConfigError, stack_file_config, validate_stack_config
 from .policy_check import Finding, check_capture
 from .render import manifests, summary, write_manifests
 
@@ -102,6 +102,38 @@ def check(
             table.add_row(finding.policy, finding.resource, finding.level, finding.message)
         _console().print(table)
     if any(f.level == "mandatory" for f in findings):
+        raise typer.Exit(EXIT_VIOLATIONS)
+
+
+@app.command()
+def preflight(
+    stack: StackOption,
+    project_dir: ProjectOption = None,
+    region: Annotated[Optional[str], typer.Option(help="AWS region (default: the AWS environment's).")] = None,
+) -> None:
+    """Check GPU capacity in AWS before a deploy: zones, offerings, GPUs per node, cluster, vCPU quota.
+
+    Uses the usual AWS environment for credentials. Exits 1 when any check fails.
+    """
+    import boto3
+
+    from .preflight import preflight as run_preflight
+
+    try:
+        project = Project.load(project_dir or default_project_root())
+        config = validate_stack_config(stack_file_config(project.stack_config(stack), stack))
+    except (StackNotFoundError, ConfigError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    session = boto3.Session(region_name=region)
+    checks = run_preflight(config, session.client)
+    table = Table(title=f"stack {stack}: GPU capacity preflight")
+    for column in ("pool", "check", "status", "detail"):
+        table.add_column(column)
+    for check in checks:
+        table.add_row(check.pool, check.check, check.status, check.detail)
+    _console().print(table)
+    if any(c.status == "fail" for c in checks):
         raise typer.Exit(EXIT_VIOLATIONS)
 
 

@@ -270,9 +270,19 @@ def read_pulumi_config() -> dict[str, Any]:
             raw[key] = json.loads(text)
         else:
             raw[key] = text
-    if "tier" not in raw and pulumi.get_stack() in TIERS:
-        raw["tier"] = pulumi.get_stack()
-    return raw
+    return with_default_tier(raw, pulumi.get_stack())
+
+
+def with_default_tier(raw: dict[str, Any], stack: str) -> dict[str, Any]:
+    """The tier defaults to the stack's name when that name is a tier."""
+    return raw if "tier" in raw or stack not in TIERS else {**raw, "tier": stack}
+
+
+def stack_file_config(stack_config: Mapping[str, Any], stack: str) -> dict[str, Any]:
+    """The ``haai:`` keys of a stack file's ``config:`` map, as the program would read them."""
+    prefix = NAMESPACE + ":"
+    raw = {k[len(prefix):]: v for k, v in stack_config.items() if k.startswith(prefix)}
+    return with_default_tier(raw, stack)
 
 
 def load_stack_config() -> StackConfig:

@@ -47,16 +47,18 @@ def container(resources: list[CapturedResource], name: str) -> dict[str, Any]:
     return pod(resources, "Deployment", name)["containers"][0]
 
 
-def findings_after(pack: Any, mutate: Mutation, tier: str = "prod") -> list[Finding]:
-    resources = copy.deepcopy(stack_capture("prod").resources)
+def findings_after(pack: Any, mutate: Mutation, tier: str = "prod", stack: str = "prod") -> list[Finding]:
+    resources = copy.deepcopy(stack_capture(stack).resources)
     mutate(resources)
     configure(pack, tier_config(PACK, tier))
     return analyze(pack, resources)
 
 
 def set_in(path: list[str | int], value: Any, kind: str, name: str) -> Mutation:
+    """Change one field of the object ``kind``/``name``; ``kind`` may be a Pulumi type token (AWS resources)."""
     def mutate(resources: list[CapturedResource]) -> None:
-        target = find(resources, kind, name)
+        target = (next(r.inputs for r in resources if r.type_token == kind) if ":" in kind
+                  else find(resources, kind, name))
         for key in path[:-1]:
             target = target[key]
         if value is DELETE:
@@ -71,6 +73,7 @@ POD = ["spec", "template", "spec"]
 SERVER = [*POD, "containers", 0]
 D, STS = "Deployment", "StatefulSet"
 
+LT, NG = "aws:ec2/launchTemplate:LaunchTemplate", "aws:eks/nodeGroup:NodeGroup"
 CASES: list[tuple[str, str, Mutation, bool]] = [
     ("workload-min-replicas", "2 replicas", set_in(["spec", "replicas"], 2, D, "ai-inference-service"), True),
     ("workload-min-replicas", "4 replicas", set_in(["spec", "replicas"], 4, D, "ai-inference-service"), False),
@@ -138,6 +141,12 @@ CASES: list[tuple[str, str, Mutation, bool]] = [
     ("inference-reaches-redis", "client label removed",
      set_in(["spec", "template", "metadata", "labels", "ha-ai-stack/redis-client"], DELETE, D,
             "ai-inference-service"), True),
+    ("gpu-pool-ha", "IMDSv1 allowed", set_in(["metadataOptions", "httpTokens"], "optional", LT, ""), True),
+    ("gpu-pool-ha", "root volume not encrypted",
+     set_in(["blockDeviceMappings", 0, "ebs", "encrypted"], "false", LT, ""), True),
+    ("gpu-pool-ha", "one subnet", set_in(["subnetIds"], ["subnet-0a1b2c3d4e5f60001"], NG, ""), True),
+    ("gpu-pool-ha", "bigger root volume", set_in(["blockDeviceMappings", 0, "ebs", "volumeSize"], 400, LT, ""),
+     False),
     ("inference-reaches-redis", "HTTPS egress removed",
      lambda rs: find(rs, "NetworkPolicy", "ai-inference-service")["spec"]["egress"].pop(2), False),
 ]
@@ -161,7 +170,7 @@ def test_every_policy_has_a_firing_and_a_quiet_case(pack: Any) -> None:
 
 def test_analyzer_info_documents_every_policy(pack: Any) -> None:
     info = pack.GetAnalyzerInfo(empty_pb2.Empty())
-    assert info.name == "ha-ai-stack" and len(info.policies) == 13
+    assert info.name == "ha-ai-stack" and len(info.policies) == 14
     for policy in info.policies:
         assert policy.description and policy.remediation_steps, policy.name
 
@@ -184,6 +193,23 @@ def test_tier_thresholds_come_from_the_config(pack: Any) -> None:
     two = set_in(["spec", "replicas"], 2, D, "ai-inference-service")
     assert [f for f in findings_after(pack, two, "staging") if f.policy == "workload-min-replicas"] == []
     assert [f for f in findings_after(pack, two, "prod") if f.policy == "workload-min-replicas"]
+
+
+@pytest.mark.parametrize(("field", "value", "fires"), [
+    (["spec", "metadataOptions", "httpTokens"], "optional", True),
+    (["spec", "blockDeviceMappings", 0, "ebs", "encrypted"], False, True),
+    (["spec", "amiSelectorTerms", 0, "alias"], "al2023@v20250601", False),
+])
+def test_gpu_pool_rule_on_karpenter_node_classes(pack: Any, field: list[Any], value: Any, fires: bool) -> None:
+    hits = [f for f in findings_after(pack, set_in(field, value, "EC2NodeClass", "gpu-a10g"), "staging", "staging")
+            if f.policy == "gpu-pool-ha"]
+    assert bool(hits) == fires, hits
+
+
+def test_karpenter_pool_zone_count(pack: Any) -> None:
+    one_zone = set_in(["spec", "template", "spec", "requirements", 3, "values"], ["us-east-1a"], "NodePool", "gpu-a10g")
+    hits = [f for f in findings_after(pack, one_zone, "staging", "staging") if f.policy == "gpu-pool-ha"]
+    assert [f.message for f in hits] == ["gpu-a10g-node-pool: 1 zones; GPU pools need at least 2."]
 
 
 def test_digest_option(pack: Any) -> None:
@@ -241,5 +267,5 @@ def test_haai_check_fails_a_stack_that_breaks_a_rule(tmp_path: Path) -> None:
     assert lines[0] == "### Policy check: stack `prod`"
     assert "1 findings, 1 mandatory." in lines
     assert "| policy | resource | level | message |" in lines
-    assert any(line.startswith("| `workload-min-replicas` | `(stack)` | mandatory | ai-serving/ai-inference-service "
-                               "runs 2 replicas; the tier needs at least 3.") for line in lines)
+    assert "| `workload-min-replicas` | `(stack)` | mandatory | ai-serving/ai-inference-service runs 2 replicas; " \
+           "the tier needs at least 3. |" in lines

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from . import security, stack, workloads
+from . import gpu_pools, security, stack, workloads
 from .catalog import Rule
 
-RULES: list[Rule] = [*workloads.RULES, *security.RULES, *stack.RULES]
+RULES: list[Rule] = [*workloads.RULES, *security.RULES, *stack.RULES, *gpu_pools.RULES]
 
 
 def policies() -> list:

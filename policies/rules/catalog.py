@@ -40,4 +40,6 @@ class Rule:
 def setting(args: Any, key: str, schema: dict[str, dict[str, Any]]) -> Any:
     """A rule's config value: what --policy-pack-config gave, else the schema's default (prod's)."""
     config = args.get_config() or {}
-    return config.get(key, schema[key]["default"])
+    value = config.get(key, schema[key]["default"])
+    # Config arrives through a protobuf Struct, where every number is a float.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
