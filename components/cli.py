@@ -58,6 +58,9 @@ def render(
         table.add_column(column)
     for row in summary(objects):
         table.add_row(row.kind, row.name, row.replicas, row.features)
+    for resource in capture.resources:
+        if resource.custom and resource.type_token.startswith("aws:"):
+            table.add_row(resource.type_token.rsplit(":", 1)[1], resource.name, "", "AWS (not a manifest)")
     console.print(table)
 def _console() -> Console:
     return Console(width=None if Console().is_terminal else 140)
