@@ -18,6 +18,7 @@ app = typer.Typer(help="Offline tools for ha-ai-stack: render stacks without a c
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 EXIT_USAGE = 2
 EXIT_VIOLATIONS = 1
+EXIT_RISKY = 3
 
 StackOption = Annotated[str, typer.Option("--stack", "-s", help="Stack name: stacks/Pulumi.<name>.yaml.")]
 ProjectOption = Annotated[
@@ -138,6 +139,34 @@ def preflight(
     _console().print(table)
     if any(c.status == "fail" for c in checks):
         raise typer.Exit(EXIT_VIOLATIONS)
+
+
+@app.command()
+def diff(
+    base: Annotated[str, typer.Option(help="Git revision to compare against, e.g. origin/main.")],
+    stack: Annotated[Optional[str], typer.Option("--stack", "-s", help="One stack.")] = None,
+    all_stacks: Annotated[bool, typer.Option("--all-stacks", help="Every stack in stacks/.")] = False,
+    output_format: Annotated[str, typer.Option("--format", help="text, markdown or json.")] = "text",
+    fail_on_risk: Annotated[bool, typer.Option(help="Exit 3 when any change is flagged as risky.")] = False,
+    project_dir: ProjectOption = None,
+) -> None:
+    """Render each stack at BASE (its own code and config) and in the working tree; show and flag the changes."""
+    from .diff import DiffError, as_json, as_markdown, as_text, diff_stacks
+
+    if output_format not in ("text", "markdown", "json") or bool(stack) == all_stacks:
+        typer.echo("error: give exactly one of --stack or --all-stacks, and --format text|markdown|json", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    try:
+        project = Project.load(project_dir or default_project_root())
+        stacks = project.stack_names() if all_stacks else [str(stack)]
+        diffs = diff_stacks(project.root, base, stacks)
+    except (StackNotFoundError, DiffError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    render_format = {"text": as_text, "json": as_json}.get(output_format)
+    typer.echo(render_format(diffs) if render_format else as_markdown(diffs, base))
+    if fail_on_risk and any(d.risks for d in diffs):
+        raise typer.Exit(EXIT_RISKY)
 
 
 if __name__ == "__main__":

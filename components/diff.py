@@ -1,0 +1,354 @@
+"""``haai diff``: what a change does to each stack, field by field, with the risky changes flagged.
+
+The base revision is rendered from its own code and config (a temporary ``git worktree``), the working
+tree from the current files; each in its own process, in parallel, through that revision's
+``components.capture``. Secrets are masked by the capture, so they cannot reach any output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ABSENT = None
+# Run inside the revision being rendered, so it uses that revision's own renderer.
+DRIVER = r"""
+import json, sys
+from pathlib import Path
+root, out, stacks = Path(sys.argv[1]).resolve(), Path(sys.argv[2]), sys.argv[3:]
+try:
+    import components
+    from components.capture import StackNotFoundError, capture_stack
+except ImportError as error:
+    out.write_text(json.dumps({"error": f"this revision has no haai renderer ({error})"})); sys.exit(0)
+if not Path(components.__file__).resolve().is_relative_to(root):
+    out.write_text(json.dumps({"error": f"imported components from {components.__file__}, not from {root}"}))
+    sys.exit(0)
+result = {}
+for stack in stacks:
+    try:
+        capture = capture_stack(stack, project_root=root)
+    except StackNotFoundError as error:
+        result[stack] = {"error": str(error)}
+        continue
+    except Exception as error:
+        result[stack] = {"error": f"{type(error).__name__}: {error}"}
+        continue
+    result[stack] = {"tier": capture.exports.get("tier"), "resources": [
+        {"type": r.type_token, "name": r.name, "inputs": r.inputs} for r in capture.resources if r.custom]}
+out.write_text(json.dumps({"stacks": result}))
+"""
+
+
+class DiffError(Exception):
+    """The diff cannot be computed (bad base, missing stack or renderer); exit 2."""
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    path: str
+    old: Any
+    new: Any
+
+
+@dataclass(frozen=True)
+class ResourceDiff:
+    resource: str
+    status: str  # added | removed | changed
+    changes: list[FieldChange] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Risk:
+    resource: str
+    why: str
+
+
+@dataclass
+class StackDiff:
+    stack: str
+    resources: list[ResourceDiff]
+    risks: list[Risk]
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.resources)
+
+
+# --- rendering both sides ------------------------------------------------------------------------
+
+def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+@contextmanager
+def base_checkout(project_root: Path, ref: str) -> Iterator[Path]:
+    """The project as it is at ``ref``, in a temporary worktree that is always removed."""
+    top = _git(["rev-parse", "--show-toplevel"], project_root)
+    if top.returncode != 0:
+        raise DiffError(f"{project_root} is not in a git repository: {top.stderr.strip()}")
+    toplevel = Path(top.stdout.strip())
+    relative = project_root.resolve().relative_to(toplevel.resolve())
+    workdir = Path(tempfile.mkdtemp(prefix="haai-base-"))
+    added = _git(["worktree", "add", "--detach", str(workdir / "tree"), ref], toplevel)
+    if added.returncode != 0:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise DiffError(f"base {ref!r} is not a revision of {toplevel}: {added.stderr.strip()}")
+    try:
+        yield workdir / "tree" / relative
+    finally:
+        _git(["worktree", "remove", "--force", str(workdir / "tree")], toplevel)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _start_snapshot(root: Path, stacks: list[str], out: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, "-c", DRIVER, str(root), str(out), *stacks], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish_snapshot(process: subprocess.Popen[str], out: Path, label: str) -> dict[str, Any]:
+    _, error = process.communicate(timeout=600)
+    if not out.exists():
+        raise DiffError(f"rendering the {label} failed: {error.strip()[-2000:]}")
+    snapshot = json.loads(out.read_text())
+    if "error" in snapshot:
+        raise DiffError(f"{label}: {snapshot['error']}")
+    return snapshot["stacks"]
+
+
+def snapshots(project_root: Path, base: str, stacks: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(base, head) renders of ``stacks``, computed in parallel."""
+    with base_checkout(project_root, base) as base_root, tempfile.TemporaryDirectory() as scratch:
+        base_out, head_out = Path(scratch) / "base.json", Path(scratch) / "head.json"
+        base_process = _start_snapshot(base_root, stacks, base_out)
+        head_process = _start_snapshot(project_root, stacks, head_out)
+        head = _finish_snapshot(head_process, head_out, "working tree")
+        base_side = _finish_snapshot(base_process, base_out, f"base {base}")
+    for stack in stacks:
+        for label, side in ((f"base {base}", base_side), ("working tree", head)):
+            if "error" in side[stack]:
+                raise DiffError(f"{label}: {side[stack]['error']}")
+    return base_side, head
+
+
+# --- comparing -----------------------------------------------------------------------------------
+
+def resource_label(resource: dict[str, Any]) -> str:
+    inputs = resource["inputs"]
+    if resource["type"].startswith("kubernetes:") and "kind" in inputs:
+        metadata = inputs.get("metadata", {})
+        where = f"{metadata['namespace']}/" if "namespace" in metadata else ""
+        return f"{inputs['kind']} {where}{metadata.get('name')}"
+    return f"{resource['type'].rsplit(':', 1)[-1]} {resource['name']}"
+
+
+def _named(items: list[Any]) -> dict[str, Any] | None:
+    """A list of dicts with unique names, keyed by name (containers, env, ports, volumes)."""
+    if items and all(isinstance(i, dict) and "name" in i for i in items):
+        names = [str(i["name"]) for i in items]
+        if len(set(names)) == len(names):
+            return dict(zip(names, items))
+    return None
+
+
+def field_changes(old: Any, new: Any, path: str = "") -> list[FieldChange]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        changes: list[FieldChange] = []
+        for key in sorted(set(old) | set(new), key=str):
+            changes += field_changes(old.get(key, ABSENT), new.get(key, ABSENT), f"{path}.{key}" if path else str(key))
+        return changes
+    if isinstance(old, list) and isinstance(new, list):
+        old_named, new_named = _named(old), _named(new)
+        if old_named is not None and new_named is not None:
+            changes = []
+            for name in list(old_named) + [n for n in new_named if n not in old_named]:
+                changes += field_changes(old_named.get(name, ABSENT), new_named.get(name, ABSENT), f"{path}[{name}]")
+            return changes
+        if len(old) == len(new):
+            return [c for i, (a, b) in enumerate(zip(old, new)) for c in field_changes(a, b, f"{path}[{i}]")]
+    return [] if old == new else [FieldChange(path, old, new)]
+
+
+def diff_resources(base: list[dict[str, Any]], head: list[dict[str, Any]]) -> list[ResourceDiff]:
+    """Resources keyed as Pulumi keys them: type and logical name."""
+    old = {(r["type"], r["name"]): r for r in base}
+    new = {(r["type"], r["name"]): r for r in head}
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        if key not in old:
+            diffs.append(ResourceDiff(resource_label(new[key]), "added"))
+        elif key not in new:
+            diffs.append(ResourceDiff(resource_label(old[key]), "removed"))
+        else:
+            changes = field_changes(old[key]["inputs"], new[key]["inputs"])
+            if changes:
+                diffs.append(ResourceDiff(resource_label(new[key]), "changed", changes))
+    return diffs
+
+
+# --- risks ---------------------------------------------------------------------------------------
+
+IMMUTABLE: dict[str, tuple[tuple[str, ...], str]] = {
+    "Deployment": (("spec.selector",), "the selector is immutable: Pulumi replaces the Deployment"),
+    "StatefulSet": (("spec.selector", "spec.volumeClaimTemplates", "spec.serviceName", "spec.podManagementPolicy"),
+                    "immutable field: Pulumi replaces the StatefulSet and every member restarts at once"),
+    "PersistentVolumeClaim": (("spec.storageClassName", "spec.accessModes"),
+                              "immutable field: Pulumi replaces the claim and its data"),
+    "Job": (("spec.template",), "the Job template is immutable: Pulumi replaces the Job and it runs again"),
+}
+
+
+def _by_label(resources: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {resource_label(r): r for r in resources}
+
+
+def _topology(resources: list[dict[str, Any]]) -> tuple[int, int] | None:
+    """(masters, fewest replicas of a shard) from a Redis ConfigMap's topology.txt."""
+    for resource in resources:
+        text = resource["inputs"].get("data", {}).get("topology.txt") if resource["inputs"].get("kind") == "ConfigMap" \
+            else None
+        if text:
+            shards: dict[str, int] = {}
+            for line in text.splitlines():
+                if line and not line.startswith("#"):
+                    shard, role, _ = line.split()
+                    shards[shard] = shards.get(shard, 0) + (role == "replica")
+            return len(shards), min(shards.values())
+    return None
+
+
+def _zones_of(resource: dict[str, Any]) -> int | None:
+    inputs = resource["inputs"]
+    if resource["type"] == "aws:eks/nodeGroup:NodeGroup":
+        return len(inputs.get("subnetIds") or [])
+    if inputs.get("kind") == "NodePool":
+        requirements = inputs.get("spec", {}).get("template", {}).get("spec", {}).get("requirements", [])
+        return len({v for r in requirements if r.get("key") == "topology.kubernetes.io/zone" for v in r.get("values", [])})
+    return None
+
+
+def risks(base: list[dict[str, Any]], head: list[dict[str, Any]], min_replicas: int,
+          diffs: list[ResourceDiff]) -> list[Risk]:
+    old, new = _by_label(base), _by_label(head)
+    found: list[Risk] = []
+    for diff in diffs:
+        kind = diff.resource.split(" ", 1)[0]
+        if diff.status == "changed" and kind in IMMUTABLE:
+            prefixes, why = IMMUTABLE[kind]
+            paths = sorted({c.path for c in diff.changes if c.path.startswith(prefixes)})
+            if paths:
+                found.append(Risk(diff.resource, f"{why} ({', '.join(paths[:3])})"))
+        if diff.status == "removed" and kind in ("StatefulSet", "PersistentVolumeClaim"):
+            found.append(Risk(diff.resource, "removed: its data goes with it (volumes are orphaned or deleted)"))
+        if diff.status == "removed" and kind == "PodDisruptionBudget":
+            found.append(Risk(diff.resource, "PodDisruptionBudget removed: a drain may take every replica at once"))
+        if kind == "RandomPassword" and diff.status in ("changed", "removed"):
+            found.append(Risk(diff.resource, "the Redis password is replaced: an outage unless members and clients "
+                                             "restart together"))
+    for label, resource in new.items():
+        before = old.get(label)
+        if before is None:
+            continue
+        kind = resource["inputs"].get("kind")
+        field_path = {"Deployment": "replicas", "HorizontalPodAutoscaler": "minReplicas"}.get(kind)
+        if field_path:
+            was, now = before["inputs"].get("spec", {}).get(field_path), resource["inputs"].get("spec", {}).get(field_path)
+            if isinstance(was, int) and isinstance(now, int) and now < was and now < min_replicas:
+                found.append(Risk(label, f"{field_path} {was} -> {now}, below the tier minimum {min_replicas}"))
+        if resource["type"] == "aws:eks/nodeGroup:NodeGroup":
+            was = before["inputs"].get("scalingConfig", {}).get("minSize")
+            now = resource["inputs"].get("scalingConfig", {}).get("minSize")
+            if isinstance(was, int) and isinstance(now, int) and now < was:
+                found.append(Risk(label, f"GPU pool min size {was} -> {now}: less guaranteed GPU capacity"))
+        was_zones, now_zones = _zones_of(before), _zones_of(resource)
+        if was_zones is not None and now_zones is not None and now_zones < was_zones:
+            found.append(Risk(label, f"GPU pool zones reduced ({was_zones} -> {now_zones}): a zone outage takes more"))
+    old_topology, new_topology = _topology(base), _topology(head)
+    if old_topology and new_topology:
+        if new_topology[0] < old_topology[0]:
+            found.append(Risk("Redis Cluster", f"shards {old_topology[0]} -> {new_topology[0]}: the removed shards' "
+                                               f"slots must be migrated first, or their keys are lost"))
+        if new_topology[1] < old_topology[1]:
+            found.append(Risk("Redis Cluster", f"replicas per shard {old_topology[1]} -> {new_topology[1]}: "
+                                               f"a node or zone loss can now lose a shard"))
+    return found
+
+
+def tier_min_replicas(project_root: Path, tier: str | None) -> int:
+    """The tier minimum from the policy pack's tier config (the one place it is set)."""
+    path = project_root / "policies" / "config" / f"{tier}.json"
+    if tier and path.is_file():
+        return int(json.loads(path.read_text()).get("workload-min-replicas", {}).get("minReplicas", 1))
+    return 1
+
+
+def diff_stacks(project_root: Path, base: str, stacks: list[str]) -> list[StackDiff]:
+    base_side, head_side = snapshots(project_root, base, stacks)
+    result = []
+    for stack in stacks:
+        old, new = base_side[stack]["resources"], head_side[stack]["resources"]
+        diffs = diff_resources(old, new)
+        minimum = tier_min_replicas(project_root, head_side[stack].get("tier"))
+        result.append(StackDiff(stack, diffs, risks(old, new, minimum, diffs)))
+    return result
+
+
+# --- formats -------------------------------------------------------------------------------------
+
+def show(value: Any, limit: int = 120) -> str:
+    text = "(absent)" if value is ABSENT else json.dumps(value, sort_keys=True)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def as_text(diffs: list[StackDiff]) -> str:
+    symbols = {"added": "+", "removed": "-", "changed": "~"}
+    lines = []
+    for stack in diffs:
+        lines.append(f"stack {stack.stack}: {stack.count('added')} added, {stack.count('changed')} changed, "
+                     f"{stack.count('removed')} removed, {len(stack.risks)} risky")
+        for risk in stack.risks:
+            lines.append(f"  ! {risk.resource}: {risk.why}")
+        for resource in stack.resources:
+            lines.append(f"  {symbols[resource.status]} {resource.resource}")
+            lines += [f"      {c.path}: {show(c.old)} -> {show(c.new)}" for c in resource.changes]
+    return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def as_markdown(diffs: list[StackDiff], base: str) -> str:
+    lines = [f"## haai diff against `{base}`", "", "| stack | added | changed | removed | risky |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {s.stack} | {s.count('added')} | {s.count('changed')} | {s.count('removed')} | {len(s.risks)} |"
+              for s in diffs]
+    for stack in diffs:
+        if not stack.resources and not stack.risks:
+            continue
+        lines += ["", f"### {stack.stack}"]
+        if stack.risks:
+            lines += ["", "**Risky changes**", ""]
+            lines += [f"- :warning: `{r.resource}`: {_cell(r.why)}" for r in stack.risks]
+        for resource in stack.resources:
+            lines += ["", f"<details><summary>{resource.status}: <code>{resource.resource}</code> "
+                          f"({len(resource.changes)} fields)</summary>", ""]
+            if resource.changes:
+                lines += ["| field | old | new |", "|---|---|---|"]
+                lines += [f"| `{_cell(c.path)}` | `{_cell(show(c.old))}` | `{_cell(show(c.new))}` |"
+                          for c in resource.changes]
+            lines += ["", "</details>"]
+    return "\n".join(lines)
+
+
+def as_json(diffs: list[StackDiff]) -> str:
+    return json.dumps([asdict(d) for d in diffs], indent=2, sort_keys=True)
