@@ -25,6 +25,9 @@ DRIVER = r"""
 import json, sys
 from pathlib import Path
 root, out, stacks = Path(sys.argv[1]).resolve(), Path(sys.argv[2]), sys.argv[3:]
+if not (root / "components" / "capture.py").is_file():
+    out.write_text(json.dumps({"error": f"this revision has no haai renderer (no {root.name}/components/capture.py)"}))
+    sys.exit(0)
 try:
     import components
     from components.capture import StackNotFoundError, capture_stack
