@@ -1,0 +1,52 @@
+"""The consumer example runs from its own directory under mocks; the PR workflow is a valid GitHub workflow."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from components.capture import Project, capture_program
+from components.render import manifests
+
+from .conftest import PROJECT_ROOT
+from .schemas import validate_object
+
+CONSUMER = PROJECT_ROOT / "examples" / "consumer"
+WORKFLOW = PROJECT_ROOT / ".github" / "workflows" / "preview.yml"
+
+
+def test_consumer_example_builds_valid_objects_from_its_own_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(CONSUMER)
+    project = Project.load(Path("."))
+    capture = capture_program(project.run_program, project=project.name, stack="dev", config={})
+    objects = manifests(capture)
+    for manifest in objects:
+        validate_object(manifest, "1.33")
+    deployments = {m["metadata"]["name"]: m for m in objects if m["kind"] == "Deployment"}
+    assert set(deployments) == {"ranker", "embedder"}
+    for deployment in deployments.values():
+        env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "feature-cache-auth"
+        assert deployment["spec"]["template"]["spec"]["nodeSelector"]["ha-ai-stack/gpu-pool"] == "l4"
+    assert [m["metadata"]["name"] for m in objects if m["kind"] == "Secret"] == ["feature-cache-auth"]
+    assert {m["kind"] for m in objects} >= {"NodePool", "EC2NodeClass", "StatefulSet", "Job"}
+    assert set(capture.exports["endpoints"]) == {"ranker", "embedder"}
+
+
+def _check_workflow(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
+                           str(path)], capture_output=True, text=True, timeout=120)
+
+
+def test_preview_workflow_passes_the_github_workflow_schema() -> None:
+    result = _check_workflow(WORKFLOW)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_workflow_schema_check_can_fail(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yml"
+    broken.write_text(WORKFLOW.read_text().replace("runs-on: ubuntu-latest", "runs_on: ubuntu-latest", 1))
+    assert _check_workflow(broken).returncode != 0
