@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -31,14 +33,21 @@ def main() -> None:
     """Offline tools for ha-ai-stack."""
 
 
-def _capture_or_exit(stack: str, project_dir: Optional[Path], preview: bool = False) -> tuple[Path, Capture]:
-    """Capture a stack, or print the stack/config error and exit 2."""
+@contextmanager
+def _usage_errors(*errors: type[Exception]) -> Iterator[None]:
+    """Print an expected error (missing stack, bad config, bad base) as one line and exit 2."""
     try:
-        root = project_dir or default_project_root()
-        return root, capture_stack(stack, project_root=root, preview=preview)
-    except (StackNotFoundError, ConfigError) as error:
+        yield
+    except errors as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
+
+
+def _capture_or_exit(stack: str, project_dir: Optional[Path], preview: bool = False) -> tuple[Path, Capture]:
+    """Capture a stack, or print the stack/config error and exit 2."""
+    with _usage_errors(StackNotFoundError, ConfigError):
+        root = project_dir or default_project_root()
+        return root, capture_stack(stack, project_root=root, preview=preview)
 
 
 @app.command()
@@ -49,22 +58,25 @@ def render(
     preview: Annotated[bool, typer.Option(help="Run as a preview: computed values stay unknown.")] = False,
 ) -> None:
     """Run the stack's program under mocks and write one YAML manifest per Kubernetes object."""
-    console = _console()
     root, capture = _capture_or_exit(stack, project_dir, preview)
     objects = manifests(capture)
     target = out or root / "rendered" / stack
     write_manifests(objects, target)
-    table = Table(title=f"stack {stack}: {len(objects)} objects -> {target}")
-    for column in ("kind", "name", "replicas", "HA features"):
-        table.add_column(column)
-    for row in summary(objects):
-        table.add_row(row.kind, row.name, row.replicas, row.features)
-    for resource in capture.resources:
-        if resource.custom and resource.type_token.startswith("aws:"):
-            table.add_row(resource.type_token.rsplit(":", 1)[1], resource.name, "", "AWS (not a manifest)")
-    console.print(table)
+    rows = [(row.kind, row.name, row.replicas, row.features) for row in summary(objects)]
+    rows += [(r.type_token.rsplit(":", 1)[1], r.name, "", "AWS (not a manifest)")
+             for r in capture.resources if r.custom and r.type_token.startswith("aws:")]
+    _print_table(f"stack {stack}: {len(objects)} objects -> {target}", ("kind", "name", "replicas", "HA features"), rows)
 def _console() -> Console:
     return Console(width=None if Console().is_terminal else 140)
+
+
+def _print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    _console().print(table)
 
 
 def _cell(text: str) -> str:
@@ -99,12 +111,8 @@ def check(
     if output_format == "markdown":
         typer.echo(markdown_table(stack, findings))
     else:
-        table = Table(title=f"stack {stack}: {len(findings)} policy findings")
-        for column in ("policy", "resource", "level", "message"):
-            table.add_column(column)
-        for finding in findings:
-            table.add_row(finding.policy, finding.resource, finding.level, finding.message)
-        _console().print(table)
+        _print_table(f"stack {stack}: {len(findings)} policy findings", ("policy", "resource", "level", "message"),
+                     [(f.policy, f.resource, f.level, f.message) for f in findings])
     if any(f.level == "mandatory" for f in findings):
         raise typer.Exit(EXIT_VIOLATIONS)
 
@@ -123,20 +131,13 @@ def preflight(
 
     from .preflight import preflight as run_preflight
 
-    try:
+    with _usage_errors(StackNotFoundError, ConfigError):
         project = Project.load(project_dir or default_project_root())
         config = validate_stack_config(stack_file_config(project.stack_config(stack), stack))
-    except (StackNotFoundError, ConfigError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(EXIT_USAGE) from None
     session = boto3.Session(region_name=region)
     checks = run_preflight(config, session.client)
-    table = Table(title=f"stack {stack}: GPU capacity preflight")
-    for column in ("pool", "check", "status", "detail"):
-        table.add_column(column)
-    for check in checks:
-        table.add_row(check.pool, check.check, check.status, check.detail)
-    _console().print(table)
+    _print_table(f"stack {stack}: GPU capacity preflight", ("pool", "check", "status", "detail"),
+                 [(c.pool, c.check, c.status, c.detail) for c in checks])
     if any(c.status == "fail" for c in checks):
         raise typer.Exit(EXIT_VIOLATIONS)
 
@@ -156,13 +157,10 @@ def diff(
     if output_format not in ("text", "markdown", "json") or bool(stack) == all_stacks:
         typer.echo("error: give exactly one of --stack or --all-stacks, and --format text|markdown|json", err=True)
         raise typer.Exit(EXIT_USAGE)
-    try:
+    with _usage_errors(StackNotFoundError, DiffError):
         project = Project.load(project_dir or default_project_root())
         stacks = project.stack_names() if all_stacks else [str(stack)]
         diffs = diff_stacks(project.root, base, stacks)
-    except (StackNotFoundError, DiffError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(EXIT_USAGE) from None
     render_format = {"text": as_text, "json": as_json}.get(output_format)
     typer.echo(render_format(diffs) if render_format else as_markdown(diffs, base))
     if fail_on_risk and any(d.risks for d in diffs):

@@ -180,7 +180,7 @@ def test_gpu_pool_and_password_risks() -> None:
 def test_immutable_selector_and_statefulset_removal() -> None:
     base = _resources("prod")
     head = copy.deepcopy(base)
-    deployment = next(r for r in head if r["inputs"].get("kind") == "Deployment")
+    deployment = next(r for r in head if r["name"] == "ai-inference-service-deployment")
     deployment["inputs"]["spec"]["selector"]["matchLabels"]["tier"] = "x"
     head = [r for r in head if r["name"] != "redis-us-east-1a-sts"]
     flags = _flag(base, head)

@@ -43,6 +43,18 @@ def all_containers(pod_spec: dict[str, Any]) -> list[dict[str, Any]]:
     return list(pod_spec.get("initContainers") or []) + list(pod_spec.get("containers") or [])
 
 
+def workload_pod(args: Any) -> dict[str, Any] | None:
+    """The pod spec of the resource a policy is looking at, or None when it is not a workload."""
+    template = pod_template(args.resource_type, args.props)
+    return None if template is None else (template.get("spec") or {})
+
+
+def workload_containers(args: Any) -> list[dict[str, Any]]:
+    """Every container (init containers too) of a workload; none for other resources."""
+    pod = workload_pod(args)
+    return [] if pod is None else all_containers(pod)
+
+
 def object_name(props: dict[str, Any]) -> str:
     metadata = props.get("metadata") or {}
     namespace = metadata.get("namespace")

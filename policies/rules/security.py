@@ -8,7 +8,7 @@ from components.images import image_pin_problem
 from components.inference import SECRET_LOOKING_ENV
 
 from .catalog import Rule, setting
-from .k8s import all_containers, dig, object_name, pod_template
+from .k8s import all_containers, dig, object_name, workload_containers, workload_pod
 
 DIGESTS = {"requireDigest": {"type": "boolean", "default": False}}
 ALLOWED = {"allowedWorkloads": {"type": "array", "items": {"type": "string"},
@@ -18,10 +18,7 @@ ALLOWED = {"allowedWorkloads": {"type": "array", "items": {"type": "string"},
 
 
 def _images(args: Any, report: Any) -> None:
-    template = pod_template(args.resource_type, args.props)
-    if template is None:
-        return
-    for container in all_containers(template.get("spec") or {}):
+    for container in workload_containers(args):
         image = str(container.get("image", ""))
         problem = image_pin_problem(image)
         if problem is None and setting(args, "requireDigest", DIGESTS) and "@sha256:" not in image:
@@ -52,18 +49,15 @@ def _restricted_problems(pod: dict[str, Any]) -> list[str]:
 
 
 def _pod_security(args: Any, report: Any) -> None:
-    template = pod_template(args.resource_type, args.props)
-    if template is None or object_name(args.props) in setting(args, "allowedWorkloads", ALLOWED):
+    pod = workload_pod(args)
+    if pod is None or object_name(args.props) in setting(args, "allowedWorkloads", ALLOWED):
         return
-    for problem in _restricted_problems(template.get("spec") or {}):
+    for problem in _restricted_problems(pod):
         report(f"{object_name(args.props)}: {problem}.")
 
 
 def _literal_secrets(args: Any, report: Any) -> None:
-    template = pod_template(args.resource_type, args.props)
-    if template is None:
-        return
-    for container in all_containers(template.get("spec") or {}):
+    for container in workload_containers(args):
         for variable in container.get("env") or []:
             if "value" in variable and SECRET_LOOKING_ENV.search(str(variable.get("name", ""))):
                 report(f"{object_name(args.props)} container {container.get('name')}: env {variable['name']} "

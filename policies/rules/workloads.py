@@ -14,14 +14,14 @@ from .k8s import (
     PDB,
     REPLICATED,
     ZONE,
-    all_containers,
     dig,
     matches,
     namespace_of,
     object_name,
-    pod_template,
     replicas,
+    workload_containers,
     workload_group,
+    workload_pod,
 )
 
 MIN_REPLICAS = {"minReplicas": {"type": "integer", "minimum": 1, "default": 3}}
@@ -117,8 +117,7 @@ def _hpa_bounds(args: Any, report: Any) -> None:
 def _probes(args: Any, report: Any) -> None:
     if args.resource_type not in REPLICATED | {"kubernetes:apps/v1:DaemonSet"}:
         return
-    pod = dig(pod_template(args.resource_type, args.props), "spec", default={}) or {}
-    for container in pod.get("containers") or []:
+    for container in (workload_pod(args) or {}).get("containers") or []:
         name = f"{object_name(args.props)} container {container.get('name')}"
         if container.get("ports"):
             missing = [p for p in ("readinessProbe", "livenessProbe") if p not in container]
@@ -129,10 +128,7 @@ def _probes(args: Any, report: Any) -> None:
 
 
 def _resources(args: Any, report: Any) -> None:
-    template = pod_template(args.resource_type, args.props)
-    if template is None:
-        return
-    for container in all_containers(template.get("spec") or {}):
+    for container in workload_containers(args):
         missing = [f"{field}.{resource}" for field in ("requests", "limits") for resource in ("cpu", "memory")
                    if dig(container, "resources", field, resource) is None]
         if missing:
@@ -150,12 +146,8 @@ def _tolerates_gpu_taint(pod: dict[str, Any]) -> bool:
 
 
 def _gpu_scheduling(args: Any, report: Any) -> None:
-    template = pod_template(args.resource_type, args.props)
-    if template is None:
-        return
-    pod = template.get("spec") or {}
     uses_gpus = False
-    for container in all_containers(pod):
+    for container in workload_containers(args):
         requested = dig(container, "resources", "requests", GPU_RESOURCE)
         limited = dig(container, "resources", "limits", GPU_RESOURCE)
         if requested is None and limited is None:
@@ -164,7 +156,7 @@ def _gpu_scheduling(args: Any, report: Any) -> None:
         if str(requested) != str(limited):
             report(f"{object_name(args.props)} container {container.get('name')}: {GPU_RESOURCE} request "
                    f"{requested} differs from limit {limited}.")
-    if uses_gpus and not _tolerates_gpu_taint(pod):
+    if uses_gpus and not _tolerates_gpu_taint(workload_pod(args) or {}):
         report(f"{object_name(args.props)} asks for GPUs but does not tolerate the {GPU_RESOURCE} NoSchedule taint.")
 
 
