@@ -152,3 +152,18 @@ def test_zone_loss_keeps_every_shard_and_every_replicated_write(lab: RedisLab) -
     report("zone-loss", log, lost, zone=zone, all_slots_after_s=round(took, 2))
     assert log.replicated
     assert lost == []
+
+
+def test_pre_stop_on_a_master_without_replicas_stops_without_waiting_for_one(tmp_path: Path) -> None:
+    """dev runs 3 x 0: pre-stop must shut down at once instead of looking for a replica that never comes."""
+    cluster = RedisLab(config_map_files(stack_capture("dev")), tmp_path, first_ip=81)
+    try:
+        cluster.start_all()
+        cluster.bootstrap()
+        master = cluster.members[0]
+        result = cluster.run_script("pre-stop.sh", REDIS_HOST=master.ip, PRESTOP_TIMEOUT="60", timeout=15)
+        assert result.returncode == 0 and "no in-sync replica: stopping without a handover" in result.stderr
+        assert master.process is not None and master.process.wait(timeout=15) is not None
+        master.process = None
+    finally:
+        cluster.close()

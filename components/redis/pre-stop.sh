@@ -10,14 +10,29 @@ set -u
 me=${REDIS_HOST:-127.0.0.1}
 deadline=$(( $(date +%s) + ${PRESTOP_TIMEOUT:-60} ))
 
-if [ "$(rcli "$me" ROLE 2>/dev/null | head -1)" = master ]; then
-  myid=$(rcli "$me" CLUSTER MYID)
-  target=""
+# An in-sync replica of this master (ip:port), or nothing.
+in_sync_replica() {
   for address in $(rcli "$me" CLUSTER REPLICAS "$myid" | awk '$8 == "connected" && $3 !~ /fail/ { split($2, a, "@"); print a[1] }'); do
     if [ "$(REDIS_PORT=${address##*:} info_field "${address%:*}" replication master_link_status)" = up ]; then
-      target=$address
-      break
+      echo "$address"
+      return
     fi
+  done
+}
+
+if [ "$(rcli "$me" ROLE 2>/dev/null | head -1)" = master ]; then
+  myid=$(rcli "$me" CLUSTER MYID)
+  # The master learns a replica's role through gossip, so a replica that just (re)attached may not be
+  # listed yet: keep looking for a while (a third of the budget) before stopping without a handover.
+  # Only wait when a replica is attached at all (connected_slaves updates at once, unlike gossip).
+  look_until=$(date +%s)
+  if [ "$(info_field "$me" replication connected_slaves)" -gt 0 ] 2>/dev/null; then
+    look_until=$(( look_until + ${PRESTOP_TIMEOUT:-60} / 3 ))
+  fi
+  target=$(in_sync_replica)
+  while [ -z "$target" ] && [ "$(date +%s)" -lt "$look_until" ]; do
+    sleep 0.2
+    target=$(in_sync_replica)
   done
   if [ -n "$target" ]; then
     log "handing over to $target"
