@@ -114,12 +114,14 @@ class StackConfig(_Section):
     def reference_problems(self) -> list[tuple[tuple[Any, ...], str]]:
         """Problems that span sections (names, references, GPU fit), each with its config path."""
         problems: list[tuple[tuple[Any, ...], str]] = []
-        for section, items in (("inference", self.inference), ("gpu_pools", self.gpu_pools)):
+        names: dict[str, list[str]] = {"inference": [e.name for e in self.inference],
+                                       "gpu_pools": [p.name for p in self.gpu_pools]}
+        for section, section_names in names.items():
             seen: dict[str, int] = {}
-            for index, item in enumerate(items):
-                if item.name in seen:
-                    problems.append(((section, index, "name"), f"duplicate name {item.name!r} (also at [{seen[item.name]}])"))
-                seen.setdefault(item.name, index)
+            for index, name in enumerate(section_names):
+                if name in seen:
+                    problems.append(((section, index, "name"), f"duplicate name {name!r} (also at [{seen[name]}])"))
+                seen.setdefault(name, index)
         for index, entry in enumerate(self.inference):
             gpus = entry.resources.gpus
             pool = self.pool_for(entry)
@@ -196,7 +198,7 @@ def _model_at(loc: tuple[Any, ...]) -> Any:
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
-def _reason(error: dict[str, Any]) -> str:
+def _reason(error: Mapping[str, Any]) -> str:
     kind, ctx, value = error["type"], error.get("ctx", {}), error.get("input")
     bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
     if kind in bounds:

@@ -58,7 +58,8 @@ def _rows(model: type[BaseModel], prefix: str, section: str | None) -> list[str]
         key = f"`{prefix}{name}`"
         rows.append(f"| {key} | {type_name(annotation)} | {' | '.join(per_tier)} | {field.description or ''} |")
         if nested is not None:
-            suffix = {list: "[].", dict: ".<NAME>."}.get(get_origin(annotation), ".")
+            origin = get_origin(annotation)
+            suffix = "[]." if origin is list else ".<NAME>." if origin is dict else "."
             rows += _rows(nested, f"{prefix}{name}{suffix}", SECTION_OF.get(name) if not prefix else None)
     return rows
 

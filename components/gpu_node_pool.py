@@ -108,7 +108,7 @@ class GpuPoolSpec(_Strict):
                              f"one zone outage would take every GPU node")
         if self.backend == "eks" and not self.instance_types:
             raise ValueError("backend eks needs instance_types")
-        if self.backend == "karpenter" and not (self.instance_types or self.karpenter.instance_families):
+        if self.karpenter is not None and not (self.instance_types or self.karpenter.instance_families):
             raise ValueError("backend karpenter needs instance_types or karpenter.instance_families")
         return self
 

@@ -529,7 +529,7 @@ class InferenceService(pulumi.ComponentResource):
             if objects.hpa_spec
             else None
         )
-        self.service_name = self.service.metadata.apply(lambda meta: meta.name)
+        self.service_name = self.service.metadata.apply(lambda meta: meta.name or name)
         port = args.http_port()
         self.endpoint = self.service_name.apply(lambda svc: f"http://{svc}.{args.namespace}.svc.cluster.local:{port}")
         self.register_outputs({"service_name": self.service_name, "endpoint": self.endpoint})

@@ -55,8 +55,9 @@ def running_pack(pack_dir: Path) -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     channel = None
     try:
+        assert process.stdout is not None  # stdout=PIPE
         ready, _, _ = select.select([process.stdout], [], [], PORT_TIMEOUT_SECONDS)
-        line = process.stdout.readline().decode().strip() if ready and process.stdout else ""
+        line = process.stdout.readline().decode().strip() if ready else ""
         if not line.isdigit():
             process.kill()
             _, error = process.communicate(timeout=10)
