@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.crc import key_slot
 
 from components.capture import Capture
@@ -173,9 +174,13 @@ class RedisLab:
             by_name = {m.host: m.ip for m in self.members}
             return by_name.get(address[0], address[0]), address[1]
 
-        alive = self.alive() or self.members
-        return RedisCluster(host=alive[0].ip, port=PORT, password=PASSWORD, decode_responses=True,
+        seeds = [ClusterNode(m.ip, PORT) for m in (self.alive() or self.members)]
+        return RedisCluster(startup_nodes=seeds, password=PASSWORD, decode_responses=True,
                             address_remap=remap, socket_timeout=1, socket_connect_timeout=0.5)
+
+
+# What a cluster client raises while members fail over or restart (RedisClusterException is not a RedisError).
+CLIENT_ERRORS = (redis.RedisError, RedisClusterException, OSError, IndexError, KeyError)
 
 
 @dataclass
@@ -199,8 +204,15 @@ class Writer(threading.Thread):
         self.max_writes, self.max_seconds = max_writes, max_seconds
         self.log = WriteLog()
         self.stopping = threading.Event()
+        self.crashed: BaseException | None = None
 
     def run(self) -> None:
+        try:
+            self._write()
+        except BaseException as error:  # noqa: BLE001 (reported by stop(): a dead writer must not look quiet)
+            self.crashed = error
+
+    def _write(self) -> None:
         client = self.lab.client()
         started = last_ok = time.monotonic()
         for index in range(self.max_writes):
@@ -219,20 +231,23 @@ class Writer(threading.Thread):
                 now = time.monotonic()
                 self.log.longest_gap = max(self.log.longest_gap, now - last_ok)
                 last_ok = now
-            except (redis.RedisError, OSError, IndexError, KeyError):
+            except CLIENT_ERRORS:
                 self.log.errors += 1
                 time.sleep(0.05)
                 try:
                     client.close()
                     client = self.lab.client()
-                except (redis.RedisError, OSError, IndexError, KeyError):
+                except CLIENT_ERRORS:
                     pass
             time.sleep(0.002)
         client.close()
 
     def stop(self) -> WriteLog:
         self.stopping.set()
-        self.join(timeout=30)
+        if self.ident is not None:  # run() may also be called directly, without a thread
+            self.join(timeout=30)
+        if self.crashed is not None:
+            raise AssertionError(f"the writer died, so its figures mean nothing: {self.crashed!r}")
         return self.log
 
 

@@ -116,7 +116,7 @@ def test_planned_restart_through_pre_stop_loses_nothing(lab: RedisLab) -> None:
 def test_full_restart_on_new_addresses_keeps_every_key(lab: RedisLab) -> None:
     writer = Writer(lab, use_wait=True, max_writes=2000)
     writer.run()  # synchronously: a fixed batch before the restart
-    log = writer.log
+    log = writer.stop()
     assert len(log.acknowledged) == 2000
     for member in lab.members:
         lab.kill(member, signal.SIGTERM)  # every pod stops (SIGTERM: Redis saves on shutdown)
