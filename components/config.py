@@ -17,7 +17,6 @@ import pulumi
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .inference import InferenceSpec
-from .quantity import positive_quantity
 from .gpu_node_pool import GpuPoolSpec
 from .redis_cluster import RedisClusterSpec
 from .scheduling import gpu_fit_problem

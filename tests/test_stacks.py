@@ -170,7 +170,6 @@ def test_generated_password_is_unknown_in_preview_and_masked_in_update() -> None
     import pulumi_kubernetes as k8s
     import pulumi_random as random
 
-    from components.capture import UNKNOWN
 
     from .conftest import run_components
 
