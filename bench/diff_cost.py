@@ -21,7 +21,7 @@ STACKS = ["dev", "prod", "staging"]
 
 def haai(*args: str) -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "components.cli", *args], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "ha_ai_stack_tools.cli", *args], cwd=ROOT, check=True, capture_output=True)
     return time.perf_counter() - started
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from components.capture import CapturedResource, capture_stack  # noqa: E402
-from components.policy_check import analyze, configure, running_pack, tier_config  # noqa: E402
+from ha_ai_stack_tools.capture import CapturedResource, capture_stack  # noqa: E402
+from ha_ai_stack_tools.policy_check import analyze, configure, running_pack, tier_config  # noqa: E402
 
 
 def synthetic_stack(size: int) -> list[CapturedResource]:

@@ -1,6 +1,6 @@
 """Cost of building the prod stack with the components vs a hand-written pulumi_kubernetes program.
 
-Both run under the same mock runtime (components.capture), declare the same Kubernetes objects
+Both run under the same mock runtime (ha_ai_stack_tools.capture), declare the same Kubernetes objects
 (checked before timing), and are timed as median of RUNS runs, interleaved so drift hits both.
 Usage: python bench/program_cost.py [--runs 7]
 """
@@ -20,8 +20,8 @@ sys.path.insert(0, str(ROOT))
 import pulumi  # noqa: E402
 import pulumi_kubernetes as k8s  # noqa: E402
 
-from components.capture import Project, capture_program  # noqa: E402
-from components.render import manifests  # noqa: E402
+from ha_ai_stack_tools.capture import Project, capture_program  # noqa: E402
+from ha_ai_stack_tools.render import manifests  # noqa: E402
 
 NAMESPACE = "ai-serving"
 IMAGE = "nvcr.io/nvidia/tritonserver:24.08-py3"

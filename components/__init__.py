@@ -1,13 +1,18 @@
 """ha-ai-stack: Pulumi components for highly available GPU inference on Kubernetes.
 
-Importing this package registers nothing and does no I/O; resources exist only once you construct a
-component inside a Pulumi program.
+Import name ``ha_ai_stack`` (source folder ``components/``), chosen so it never collides with a
+Pulumi project's own ``components`` package. Importing it registers nothing and does no I/O;
+resources exist only once you construct a component inside a Pulumi program.
+
+Every component has one shape: ``Component(name, args: ComponentArgs | dict, opts)``. Bad arguments
+raise ``ArgsError`` (a ``pulumi.InputPropertiesError``) listing ``path: reason`` per problem.
 """
 
-from .config import ConfigError, StackConfig, load_stack_config, validate_stack_config
+from .config import StackConfig, load_stack_config, validate_stack_config
 from .connection import RedisConnection
-from .device_plugin import NvidiaDevicePlugin
-from .gpu_node_pool import EksPoolSpec, GpuNodePool, GpuPoolSpec, KarpenterPoolSpec
+from .device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginArgs
+from .errors import ArgsError, ConfigError
+from .gpu_node_pool import EksPoolSpec, GpuNodePool, GpuNodePoolArgs, KarpenterPoolSpec
 from .inference import (
     AutoscalingSpec,
     DisruptionSpec,
@@ -20,22 +25,25 @@ from .inference import (
 from .probes import PRESETS, ServerPreset
 from .redis_cluster import RedisCluster, RedisClusterArgs
 from .scheduling import GpuSchedulingContract
-from .stack import HaAiStack
+from .stack import HaAiStack, HaAiStackArgs
 
 __all__ = [
+    "ArgsError",
     "AutoscalingSpec",
     "ConfigError",
     "DisruptionSpec",
     "EksPoolSpec",
     "GpuNodePool",
-    "GpuPoolSpec",
+    "GpuNodePoolArgs",
     "GpuSchedulingContract",
-    "KarpenterPoolSpec",
-    "NvidiaDevicePlugin",
     "HaAiStack",
+    "HaAiStackArgs",
     "InferenceService",
     "InferenceServiceArgs",
+    "KarpenterPoolSpec",
     "MetricSpec",
+    "NvidiaDevicePlugin",
+    "NvidiaDevicePluginArgs",
     "PRESETS",
     "RedisCluster",
     "RedisClusterArgs",

@@ -9,15 +9,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from difflib import get_close_matches
-import types
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, get_args
 
 import pulumi
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .errors import ConfigError, dotted_path, problems_of
+from .gpu_node_pool import GpuNodePoolArgs
 from .inference import InferenceSpec
-from .gpu_node_pool import GpuPoolSpec
 from .redis_cluster import RedisClusterSpec
 from .scheduling import gpu_fit_problem
 
@@ -64,7 +63,7 @@ class InferenceEntry(InferenceSpec):
     _check_name = field_validator("name")(_dns_label)
 
 
-GpuPoolConfig = GpuPoolSpec  # the stack config's pool entries are the component's spec
+GpuPoolConfig = GpuNodePoolArgs  # the stack config's pool entries are the component's args
 
 
 class RedisConfig(RedisClusterSpec):
@@ -143,79 +142,9 @@ class StackConfig(_Section):
         return problems
 
 
-class ConfigError(pulumi.RunError):
-    """A bad stack config: one message listing every bad key, its path and the reason.
-
-    A ``pulumi.RunError`` so that ``pulumi up`` prints the message without a Python traceback.
-    """
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        noun = "problem" if len(problems) == 1 else "problems"
-        super().__init__(f"invalid stack config ({len(problems)} {noun}):\n" + "\n".join(f"  {p}" for p in problems))
-
-
 def config_path(loc: tuple[Any, ...]) -> str:
     """``('inference', 1, 'replicas')`` -> ``haai:inference[1].replicas``."""
-    text = NAMESPACE + ":"
-    for index, part in enumerate(loc):
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += ("" if index == 0 else ".") + str(part)
-    return text
-
-
-def _show(value: Any) -> str:
-    try:
-        return json.dumps(value, sort_keys=True)
-    except (TypeError, ValueError):
-        return repr(value)
-
-
-def _strip_optional(annotation: Any) -> Any:
-    if get_origin(annotation) in (Union, types.UnionType):
-        members = [a for a in get_args(annotation) if a is not type(None)]
-        return members[0] if len(members) == 1 else annotation
-    return annotation
-
-
-def _model_at(loc: tuple[Any, ...]) -> Any:
-    """The config model class found at ``loc`` (for 'did you mean' hints), or None."""
-    current: Any = StackConfig
-    for part in loc:
-        current = _strip_optional(current)
-        if isinstance(part, int) and get_origin(current) is list:
-            current = get_args(current)[0]
-        elif isinstance(current, type) and issubclass(current, BaseModel) and part in current.model_fields:
-            current = current.model_fields[part].annotation
-        elif get_origin(current) is dict:
-            current = get_args(current)[1]
-        else:
-            return None
-    current = _strip_optional(current)
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
-
-
-def _reason(error: Mapping[str, Any]) -> str:
-    kind, ctx, value = error["type"], error.get("ctx", {}), error.get("input")
-    bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
-    if kind in bounds:
-        limit = next(iter(ctx.values()))
-        return f"must be {bounds[kind]} {limit} (got {_show(value)})"
-    if kind == "missing":
-        return "required key is missing"
-    if kind == "extra_forbidden":
-        model = _model_at(tuple(error["loc"][:-1]))
-        hint = ""
-        if model is not None:
-            close = get_close_matches(str(error["loc"][-1]), list(model.model_fields), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(model.model_fields)})"
-        return f"unknown key{hint}"
-    if kind == "value_error":
-        return str(ctx.get("error", error["msg"]))
-    message = error["msg"].replace("Input should be", "must be")
-    return f"{message} (got {_show(value)})"
+    return dotted_path(loc, NAMESPACE + ":")
 
 
 def _apply_tier_defaults(raw: dict[str, Any], tier: str) -> dict[str, Any]:
@@ -240,8 +169,7 @@ def validate_stack_config(raw: Mapping[str, Any]) -> StackConfig:
     try:
         config = StackConfig.model_validate(data)
     except ValidationError as exc:
-        problems = [f"{config_path(tuple(e['loc']))}: {_reason(e)}" for e in exc.errors()]
-        raise ConfigError(list(dict.fromkeys(problems))) from None
+        raise ConfigError([f"{path}: {why}" for path, why in problems_of(exc, StackConfig, NAMESPACE + ":")]) from None
     reference = [f"{config_path(loc)}: {message}" for loc, message in config.reference_problems()]
     if reference:
         raise ConfigError(reference)

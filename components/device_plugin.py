@@ -5,14 +5,18 @@ kubelet's device-plugin directory (hostPath) to register its socket. It runs in 
 GPU nodes, and the policy pack names it in ``pod-security-restricted.allowedWorkloads``.
 """
 
-from __future__ import annotations
 
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
+from pydantic import ConfigDict, Field, field_validator
+
+from .errors import ArgsModel, validate_args
+from .images import require_pinned_image
 from .labels import selector_labels, standard_labels
+from .options import child_options, register_public_outputs
 from .scheduling import GPU_PRESENT_LABEL, GPU_TOLERATION
 
 NAME = "nvidia-device-plugin"
@@ -53,15 +57,32 @@ def device_plugin_spec(image: str) -> dict[str, Any]:
     }
 
 
+class NvidiaDevicePluginArgs(ArgsModel):
+    """Args of ``NvidiaDevicePlugin``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(default=DEFAULT_IMAGE, description="Device plugin image, pinned by tag or digest.")
+
+    _check_image = field_validator("image")(require_pinned_image)
+
+
 class NvidiaDevicePlugin(pulumi.ComponentResource):
     """The device plugin DaemonSet (turn it off where the GPU operator or Bottlerocket provide it)."""
 
     daemon_set: k8s.apps.v1.DaemonSet
+    """The DaemonSet in kube-system, on GPU nodes only."""
 
-    def __init__(self, name: str, image: str = DEFAULT_IMAGE, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: NvidiaDevicePluginArgs | dict[str, Any] | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        args = validate_args(NvidiaDevicePluginArgs, args if args is not None else {}, f"NvidiaDevicePlugin {name!r}")
         super().__init__("haai:index:NvidiaDevicePlugin", name, None, opts)
         self.daemon_set = k8s.apps.v1.DaemonSet(
             f"{name}-daemonset",
             metadata={"name": NAME, "namespace": NAMESPACE, "labels": standard_labels(NAME, NAME, "device-plugin")},
-            spec=device_plugin_spec(image), opts=pulumi.ResourceOptions(parent=self))
-        self.register_outputs({})
+            spec=device_plugin_spec(args.image), opts=child_options(self, opts))
+        register_public_outputs(self)

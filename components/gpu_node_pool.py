@@ -6,16 +6,18 @@ GPU model, zones), which ``InferenceService(node_pool=...)`` consumes. Nodes car
 so only pods that ask for GPUs land there.
 """
 
-from __future__ import annotations
 
 import json
 from typing import Any, Literal
 
 import pulumi
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from .errors import ArgsError, ArgsModel, validate_args
 
 from .gpu_instances import GPU_INSTANCE_TYPES
 from .labels import standard_labels
+from .options import child_options, register_public_outputs
 from .quantity import positive_quantity
 from .scheduling import GPU_PRESENT_LABEL, GPU_RESOURCE, POOL_LABEL, ZONE, GpuSchedulingContract
 
@@ -23,7 +25,7 @@ EKS_NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "Amazo
 AMI_ROOT_DEVICE = {"AL2023_x86_64_NVIDIA": "/dev/xvda", "BOTTLEROCKET_x86_64_NVIDIA": "/dev/xvdb"}
 
 
-class _Strict(BaseModel):
+class _Strict(ArgsModel):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -80,7 +82,7 @@ class KarpenterPoolSpec(_Strict):
         return tags or {"karpenter.sh/discovery": self.cluster_name}
 
 
-class GpuPoolSpec(_Strict):
+class GpuNodePoolArgs(_Strict):
     """One GPU node pool. ``backend`` picks how capacity is provided; its section configures it."""
 
     name: str = Field(description="Pool name; nodes carry it as the `ha-ai-stack/gpu-pool` label.")
@@ -96,7 +98,7 @@ class GpuPoolSpec(_Strict):
     karpenter: KarpenterPoolSpec | None = Field(default=None, description="Settings of the karpenter backend.")
 
     @model_validator(mode="after")
-    def _backend_section(self) -> "GpuPoolSpec":
+    def _backend_section(self) -> "GpuNodePoolArgs":
         for backend in ("eks", "karpenter"):
             section = getattr(self, backend)
             if self.backend == backend and section is None:
@@ -137,7 +139,7 @@ class GpuPoolSpec(_Strict):
         return {GPU_PRESENT_LABEL: "true", POOL_LABEL: self.name, **self.node_labels}
 
 
-def eks_launch_template_args(spec: GpuPoolSpec) -> dict[str, Any]:
+def eks_launch_template_args(spec: GpuNodePoolArgs) -> dict[str, Any]:
     """IMDSv2 only (hop limit 2 so pods behind the node can still reach it) and an encrypted gp3 root."""
     assert spec.eks is not None
     return {
@@ -150,7 +152,7 @@ def eks_launch_template_args(spec: GpuPoolSpec) -> dict[str, Any]:
     }
 
 
-def karpenter_node_class_spec(spec: GpuPoolSpec) -> dict[str, Any]:
+def karpenter_node_class_spec(spec: GpuNodePoolArgs) -> dict[str, Any]:
     karpenter = spec.karpenter
     assert karpenter is not None
     return {
@@ -166,7 +168,7 @@ def karpenter_node_class_spec(spec: GpuPoolSpec) -> dict[str, Any]:
     }
 
 
-def karpenter_node_pool_spec(spec: GpuPoolSpec) -> dict[str, Any]:
+def karpenter_node_pool_spec(spec: GpuNodePoolArgs) -> dict[str, Any]:
     karpenter = spec.karpenter
     assert karpenter is not None
     requirements: list[dict[str, Any]] = [
@@ -204,28 +206,31 @@ class GpuNodePool(pulumi.ComponentResource):
     """GPU nodes from one backend, and the scheduling contract that places pods on them."""
 
     contract: GpuSchedulingContract
-    node_role: Any
-    launch_template: Any
-    node_group: Any
-    node_class: Any
-    node_pool: Any
+    """The scheduling contract: pass it as ``InferenceServiceArgs.node_pool``."""
 
-    def __init__(self, name: str, args: GpuPoolSpec, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, args: GpuNodePoolArgs | dict[str, Any], opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        args = validate_args(GpuNodePoolArgs, args, f"GpuNodePool {name!r}")
+        aws = _aws_provider(name) if args.backend == "eks" else None
         super().__init__("haai:index:GpuNodePool", name, None, opts)
         self.contract = args.contract()
-        self.node_role = self.launch_template = self.node_group = self.node_class = self.node_pool = None
-        if args.backend == "eks":
-            self._eks(name, args)
+        # Python-only escape hatches (backend-specific children, not schema outputs).
+        self.node_role: Any = None
+        self.launch_template: Any = None
+        self.node_group: Any = None
+        self.node_class: Any = None
+        self.node_pool: Any = None
+        if aws is not None:
+            self._eks(name, args, opts, aws)
         elif args.backend == "karpenter":
-            self._karpenter(name, args)
-        self.register_outputs({"pool": args.name, "gpus_per_node": self.contract.gpus_per_node})
+            self._karpenter(name, args, opts)
+        register_public_outputs(self)
 
-    def _eks(self, name: str, spec: GpuPoolSpec) -> None:
-        import pulumi_aws as aws  # only eks pools need the AWS provider
-
+    def _eks(self, name: str, spec: GpuNodePoolArgs, opts: pulumi.ResourceOptions | None, aws: Any) -> None:
         eks = spec.eks
         assert eks is not None
-        child = pulumi.ResourceOptions(parent=self)
+        child = child_options(self, opts)
         tags = {"ha-ai-stack/gpu-pool": spec.name}
         self.node_role = aws.iam.Role(f"{name}-node-role", assume_role_policy=json.dumps({
             "Version": "2012-10-17",
@@ -256,14 +261,13 @@ class GpuNodePool(pulumi.ComponentResource):
                              "version": self.launch_template.latest_version.apply(str)},
             tags=tags,
             # The cluster autoscaler owns the node count once the group exists.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=attachments,
-                                        ignore_changes=["scalingConfig.desiredSize"]),
+            opts=child_options(self, opts, depends_on=attachments, ignore_changes=["scalingConfig.desiredSize"]),
         )
 
-    def _karpenter(self, name: str, spec: GpuPoolSpec) -> None:
+    def _karpenter(self, name: str, spec: GpuNodePoolArgs, opts: pulumi.ResourceOptions | None) -> None:
         import pulumi_kubernetes as k8s
 
-        child = pulumi.ResourceOptions(parent=self)
+        child = child_options(self, opts)
         labels = standard_labels(spec.name, spec.name, "gpu-node-pool")
         self.node_class = k8s.apiextensions.CustomResource(
             f"{name}-node-class", api_version="karpenter.k8s.aws/v1", kind="EC2NodeClass",
@@ -271,4 +275,14 @@ class GpuNodePool(pulumi.ComponentResource):
         self.node_pool = k8s.apiextensions.CustomResource(
             f"{name}-node-pool", api_version="karpenter.sh/v1", kind="NodePool",
             metadata={"name": spec.name, "labels": labels}, spec=karpenter_node_pool_spec(spec),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.node_class]))
+            opts=child_options(self, opts, depends_on=[self.node_class]))
+
+
+def _aws_provider(name: str) -> Any:
+    """pulumi_aws, imported only for eks pools; a clear error when the ``aws`` extra is not installed."""
+    try:
+        import pulumi_aws
+    except ImportError:
+        raise ArgsError(f"GpuNodePool {name!r}", [(
+            "backend", "eks needs the AWS provider: pip install 'ha-ai-stack[aws]' (or pulumi-aws)")]) from None
+    return pulumi_aws

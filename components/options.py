@@ -1,10 +1,12 @@
-"""Resource-option helpers shared by the components."""
+"""Resource-option and output helpers shared by every component, so all of them behave alike."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import pulumi
+from pydantic import BaseModel
 
 
 def inherited_dependencies(opts: pulumi.ResourceOptions | None) -> list[Any]:
@@ -17,3 +19,29 @@ def inherited_dependencies(opts: pulumi.ResourceOptions | None) -> list[Any]:
     if depends_on is None:
         return []
     return list(depends_on) if isinstance(depends_on, (list, tuple)) else [depends_on]
+
+
+def child_options(
+    parent: pulumi.Resource, opts: pulumi.ResourceOptions | None, *, depends_on: list[Any] | None = None, **extra: Any
+) -> pulumi.ResourceOptions:
+    """Options of a component's child: parented to it, after whatever the component was told to wait for."""
+    return pulumi.ResourceOptions(parent=parent, depends_on=[*inherited_dependencies(opts), *(depends_on or [])],
+                                  **extra)
+
+
+def public_output_names(component_type: type) -> list[str]:
+    """A component's outputs: its class-level annotations (the same ones the provider's schema is read from)."""
+    names: dict[str, None] = {}
+    for cls in reversed(component_type.__mro__):
+        if cls in (object, pulumi.Resource, pulumi.ComponentResource):
+            continue
+        names.update(dict.fromkeys(k for k in inspect.get_annotations(cls) if not k.startswith("_")))
+    return list(names)
+
+
+def register_public_outputs(component: pulumi.ComponentResource) -> None:
+    """``register_outputs`` with exactly the component's public output attributes, unset ones left out."""
+    outputs = {name: getattr(component, name, None) for name in public_output_names(type(component))}
+    # Contracts are pydantic models in Python; the engine stores them as plain objects.
+    component.register_outputs({name: value.model_dump() if isinstance(value, BaseModel) else value
+                                for name, value in outputs.items() if value is not None})

@@ -3,7 +3,6 @@
 Also the *scheduling contract* that a GPU node pool hands to the workloads that run on it.
 """
 
-from __future__ import annotations
 
 from typing import Any, Literal
 
@@ -25,16 +24,25 @@ class GpuSchedulingContract(BaseModel):
     Produced by a GPU node pool; consumed by ``InferenceService(node_pool=...)``.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Attribute docstrings are the descriptions, for pydantic and for the component provider's schema alike.
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    pool_name: str = Field(description="Name of the pool; also the value of the pool label.")
-    node_selector: dict[str, str] = Field(description="Labels every node of the pool carries.")
-    tolerations: list[dict[str, str]] = Field(
-        default_factory=lambda: [dict(GPU_TOLERATION)], description="Taints of the pool's nodes, tolerated."
-    )
-    gpus_per_node: int | None = Field(default=None, ge=1, description="GPUs on one node, when known.")
-    gpu_model: str | None = Field(default=None, description="GPU model, for example 'A10G', when known.")
-    zones: list[str] = Field(default_factory=list, description="Zones the pool spans, when known.")
+    pool_name: str
+    """Name of the pool; also the value of the pool label."""
+    node_selector: dict[str, str]
+    """Labels every node of the pool carries."""
+    tolerations: list[dict[str, str]] = Field(default_factory=lambda: [dict(GPU_TOLERATION)])
+    """Taints of the pool's nodes, tolerated."""
+    gpus_per_node: int | None = Field(default=None, ge=1)
+    """GPUs on one node, when known."""
+    gpu_model: str | None = None
+    """GPU model, for example 'A10G', when known."""
+    zones: list[str] = Field(default_factory=list)
+    """Zones the pool spans, when known."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Read a field like a mapping key: how the component provider reads a complex output."""
+        return getattr(self, key, default)
 
     @classmethod
     def for_pool(

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 NON_ROOT_UID = 65532
+# Env var names that look like they hold a secret: those must come from a Secret, never a literal value.
+# Public: the policy pack's no-literal-secret-env rule uses the same pattern.
+SECRET_LOOKING_ENV = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|ACCESS_?KEY|CREDENTIAL|PRIVATE_?KEY)", re.I)
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def restricted_pod_security_context(run_as_user: int = NON_ROOT_UID) -> dict[str, Any]:

@@ -1,17 +1,22 @@
 """HaAiStack: the whole serving stack of one environment, composed from a validated StackConfig."""
 
-from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from .config import InferenceEntry, StackConfig
+from .config import InferenceEntry, StackConfig, validate_stack_config
+from .connection import RedisConnection
 from .device_plugin import NvidiaDevicePlugin
 from .gpu_node_pool import GpuNodePool
 from .inference import InferenceService, InferenceServiceArgs, InferenceSpec
 from .labels import standard_labels
-from .connection import RedisConnection
+from .options import child_options, register_public_outputs
 from .redis_cluster import RedisCluster, RedisClusterArgs, RedisClusterSpec
+
+HaAiStackArgs = StackConfig  # the stack config is the composition's Args
 
 
 def service_args(
@@ -40,19 +45,22 @@ def default_deny_policy_spec() -> dict[str, object]:
 
 
 class HaAiStack(pulumi.ComponentResource):
-    """GPU pools (+ device plugin), the namespace (Pod Security "restricted" enforced), a default-deny
-    NetworkPolicy, Redis and every service."""
+    """The whole serving stack of one environment: GPU pools (+ device plugin), the namespace (Pod
+    Security "restricted" enforced), a default-deny NetworkPolicy, Redis and every service."""
 
     namespace: k8s.core.v1.Namespace
+    """The stack's Namespace, with Pod Security "restricted" enforced."""
     default_deny: k8s.networking.v1.NetworkPolicy
-    pools: dict[str, GpuNodePool]
-    device_plugin: NvidiaDevicePlugin | None
-    redis: RedisCluster | None
-    services: dict[str, InferenceService]
+    """Denies all ingress and egress in the namespace; each workload allows what it needs."""
+    endpoints: pulumi.Output[dict[str, str]]
+    """In-cluster URL of every inference service, by name."""
 
-    def __init__(self, name: str, config: StackConfig, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, args: HaAiStackArgs | Mapping[str, Any], opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        config = args if isinstance(args, StackConfig) else validate_stack_config(args)
         super().__init__("haai:index:HaAiStack", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        child = child_options(self, opts)
         labels = standard_labels(name, name, "namespace")
         self.namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
@@ -67,24 +75,26 @@ class HaAiStack(pulumi.ComponentResource):
             },
             opts=child,
         )
-        in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
+        in_namespace = child_options(self, opts, depends_on=[self.namespace])
         self.default_deny = k8s.networking.v1.NetworkPolicy(
             f"{name}-default-deny",
             metadata={"name": "default-deny", "namespace": config.namespace, "labels": labels},
             spec=default_deny_policy_spec(),
             opts=in_namespace,
         )
-        self.pools = {pool.name: GpuNodePool(pool.name, pool, opts=child) for pool in config.gpu_pools}
-        self.device_plugin = (NvidiaDevicePlugin("nvidia-device-plugin", opts=child)
-                              if config.gpu_pools and config.nvidia_device_plugin else None)
-        self.redis = RedisCluster("redis", redis_args(config), opts=in_namespace) if config.redis.enabled else None
+        # Python-only escape hatches (sub-components, not schema outputs).
+        self.pools: dict[str, GpuNodePool] = {pool.name: GpuNodePool(pool.name, pool, opts=child)
+                                              for pool in config.gpu_pools}
+        self.device_plugin: NvidiaDevicePlugin | None = (
+            NvidiaDevicePlugin("nvidia-device-plugin", opts=child)
+            if config.gpu_pools and config.nvidia_device_plugin else None)
+        self.redis: RedisCluster | None = (
+            RedisCluster("redis", redis_args(config), opts=in_namespace) if config.redis.enabled else None)
         connection = self.redis.connection if self.redis else None
-        self.services = {
+        self.services: dict[str, InferenceService] = {
             entry.name: InferenceService(entry.name, service_args(config, entry, connection), opts=in_namespace)
             for entry in config.inference
         }
-        self.register_outputs({"namespace": config.namespace})
-
-    def endpoints(self) -> dict[str, pulumi.Output[str]]:
-        """In-cluster URL of every inference service, by name."""
-        return {name: service.endpoint for name, service in self.services.items()}
+        self.endpoints = pulumi.Output.from_input(
+            {name: service.endpoint for name, service in sorted(self.services.items())})
+        register_public_outputs(self)

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from components.capture import Capture, Project, capture_program, capture_stack
-from components.render import manifests
+from ha_ai_stack_tools.capture import Capture, Project, capture_program, capture_stack
+from ha_ai_stack_tools.render import manifests
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 STACKS = ("dev", "staging", "prod")
@@ -68,7 +68,7 @@ def preview(request: pytest.FixtureRequest) -> bool:
 
 def haai(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run the ``haai`` CLI as a user would, in ``cwd``."""
-    return subprocess.run([sys.executable, "-m", "components.cli", *args], cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ha_ai_stack_tools.cli", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=300)
 
 

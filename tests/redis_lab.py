@@ -23,8 +23,8 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException
 from redis.crc import key_slot
 
-from components.capture import Capture
-from components.render import manifests
+from ha_ai_stack_tools.capture import Capture
+from ha_ai_stack_tools.render import manifests
 
 PASSWORD = "drill-password-0123456789"
 PORT = 6379

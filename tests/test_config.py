@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from components.capture import Capture
-from components.config import TIER_DEFAULTS, ConfigError, validate_stack_config
+from ha_ai_stack_tools.capture import Capture
+from ha_ai_stack.config import TIER_DEFAULTS, ConfigError, validate_stack_config
 
 from .conftest import run_stack_config
 
@@ -155,8 +155,8 @@ def test_bad_config_registers_nothing() -> None:
 def test_readme_generated_tables_are_current() -> None:
     from pathlib import Path
 
-    from components.docs import with_generated_tables
+    from ha_ai_stack_tools.docs import with_generated_tables
 
     root = Path(__file__).resolve().parents[1]
     readme = (root / "README.md").read_text()
-    assert readme == with_generated_tables(readme, root), "run: python -m components.docs --write-readme README.md"
+    assert readme == with_generated_tables(readme, root), "run: python -m ha_ai_stack_tools.docs --write-readme README.md"

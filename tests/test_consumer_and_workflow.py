@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from components.capture import Project, capture_program
-from components.render import manifests
+from ha_ai_stack_tools.capture import Project, capture_program
+from ha_ai_stack_tools.render import manifests
 
 from .conftest import PROJECT_ROOT
 from .schemas import validate_object

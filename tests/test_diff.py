@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from components.capture import fake_secret
-from components.diff import diff_resources, risks
+from ha_ai_stack_tools.capture import fake_secret
+from ha_ai_stack_tools.diff import diff_resources, risks
 
 from .conftest import PROJECT_ROOT, haai, stack_capture
 

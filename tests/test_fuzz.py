@@ -7,8 +7,8 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from components.config import ConfigError, validate_stack_config
-from components.render import manifests
+from ha_ai_stack.config import ConfigError, validate_stack_config
+from ha_ai_stack_tools.render import manifests
 
 from .schemas import validate_object
 

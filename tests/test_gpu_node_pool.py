@@ -7,20 +7,20 @@ from typing import Any
 
 import jsonschema
 import pytest
-from pydantic import ValidationError
+from ha_ai_stack import ArgsError
 
-from components import (
+from ha_ai_stack import (
     EksPoolSpec,
     GpuNodePool,
-    GpuPoolSpec,
+    GpuNodePoolArgs,
     InferenceService,
     InferenceServiceArgs,
     KarpenterPoolSpec,
     NvidiaDevicePlugin,
     ResourceSpec,
 )
-from components.capture import UNKNOWN, Capture
-from components.render import manifests
+from ha_ai_stack_tools.capture import UNKNOWN, Capture
+from ha_ai_stack_tools.render import manifests
 
 from .conftest import run_components
 from .schemas import validate_object
@@ -31,7 +31,7 @@ KARPENTER = KarpenterPoolSpec(cluster_name="staging", node_role="KarpenterNodeRo
                               business_hours_freeze=True)
 
 
-def build(preview: bool, spec: GpuPoolSpec) -> Capture:
+def build(preview: bool, spec: GpuNodePoolArgs) -> Capture:
     return run_components(lambda: GpuNodePool(spec.name, spec), preview=preview)
 
 
@@ -41,7 +41,7 @@ def only_type(capture: Capture, token: str) -> dict[str, Any]:
 
 
 def test_eks_backend(preview: bool) -> None:
-    spec = GpuPoolSpec(name="gpu", backend="eks", instance_types=["g5.12xlarge"], zones=ZONES, eks=EKS)
+    spec = GpuNodePoolArgs(name="gpu", backend="eks", instance_types=["g5.12xlarge"], zones=ZONES, eks=EKS)
     capture = build(preview, spec)
     assert len(capture.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")) == 3
     policies = {r.inputs["policyArn"].rsplit("/", 1)[1]
@@ -66,13 +66,13 @@ def test_eks_backend(preview: bool) -> None:
 
 def test_bottlerocket_root_volume_is_its_data_device(preview: bool) -> None:
     eks = EKS.model_copy(update={"ami_type": "BOTTLEROCKET_x86_64_NVIDIA"})
-    spec = GpuPoolSpec(name="gpu", backend="eks", instance_types=["g5.xlarge"], zones=ZONES, eks=eks)
+    spec = GpuNodePoolArgs(name="gpu", backend="eks", instance_types=["g5.xlarge"], zones=ZONES, eks=eks)
     template = only_type(build(preview, spec), "aws:ec2/launchTemplate:LaunchTemplate")
     assert template["blockDeviceMappings"][0]["deviceName"] == "/dev/xvdb"
 
 
 def test_karpenter_backend_matches_the_crd_schemas(preview: bool) -> None:
-    spec = GpuPoolSpec(name="gpu", backend="karpenter", instance_types=["g5.xlarge", "g5.2xlarge"], zones=ZONES,
+    spec = GpuNodePoolArgs(name="gpu", backend="karpenter", instance_types=["g5.xlarge", "g5.2xlarge"], zones=ZONES,
                        capacity_type="spot", karpenter=KARPENTER)
     objects = {m["kind"]: m for m in manifests(build(preview, spec))}
     assert set(objects) == {"NodePool", "EC2NodeClass"}
@@ -103,7 +103,7 @@ def test_karpenter_backend_matches_the_crd_schemas(preview: bool) -> None:
     (["spec", "template", "spec", "requirment"], []),
 ])
 def test_crd_validation_rejects_bad_node_pools(path: list[Any], value: Any) -> None:
-    spec = GpuPoolSpec(name="gpu", backend="karpenter", instance_types=["g5.xlarge"], zones=ZONES, karpenter=KARPENTER)
+    spec = GpuNodePoolArgs(name="gpu", backend="karpenter", instance_types=["g5.xlarge"], zones=ZONES, karpenter=KARPENTER)
     [pool] = [m for m in manifests(build(False, spec)) if m["kind"] == "NodePool"]
     broken = copy.deepcopy(pool)
     target = broken
@@ -116,23 +116,23 @@ def test_crd_validation_rejects_bad_node_pools(path: list[Any], value: Any) -> N
 
 def test_existing_backend_only_produces_the_contract(preview: bool) -> None:
     pools: list[GpuNodePool] = []
-    spec = GpuPoolSpec(name="gpu", gpus_per_node=2, gpu_model="T4", zones=["z1"])
+    spec = GpuNodePoolArgs(name="gpu", gpus_per_node=2, gpu_model="T4", zones=["z1"])
     capture = run_components(lambda: pools.append(GpuNodePool("gpu", spec)), preview=preview)
     assert [r.type_token for r in capture.resources] == ["haai:index:GpuNodePool"]
     assert pools[0].contract.gpus_per_node == 2 and pools[0].contract.zones == ["z1"]
 
 
 def test_instance_table_fills_the_contract_and_guards_gpu_requests() -> None:
-    spec = GpuPoolSpec(name="gpu", backend="eks", instance_types=["g5.12xlarge", "g5.48xlarge"], zones=ZONES, eks=EKS)
+    spec = GpuNodePoolArgs(name="gpu", backend="eks", instance_types=["g5.12xlarge", "g5.48xlarge"], zones=ZONES, eks=EKS)
     contract = spec.contract()
     assert (contract.gpus_per_node, contract.gpu_model) == (4, "A10G")
-    with pytest.raises(ValidationError, match="asks for 8 GPUs but a node of pool 'gpu' has 4"):
+    with pytest.raises(ArgsError, match="asks for 8 GPUs but a node of pool 'gpu' has 4"):
         InferenceServiceArgs(image="nvcr.io/nvidia/tritonserver:24.08-py3", node_pool=contract,
                              resources=ResourceSpec(gpus=8))
 
 
 def test_inference_service_consumes_the_pool_contract(preview: bool) -> None:
-    spec = GpuPoolSpec(name="gpu", backend="karpenter", instance_types=["g5.xlarge"], zones=ZONES, karpenter=KARPENTER)
+    spec = GpuNodePoolArgs(name="gpu", backend="karpenter", instance_types=["g5.xlarge"], zones=ZONES, karpenter=KARPENTER)
 
     def program() -> None:
         pool = GpuNodePool("gpu", spec)
@@ -168,5 +168,5 @@ def test_device_plugin(preview: bool) -> None:
     ({"zones": ZONES, "eks": EKS}, "`eks` section given but backend is existing"),
 ])
 def test_bad_pool_specs(fields: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValidationError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        GpuPoolSpec(name="gpu", **fields)
+    with pytest.raises(ArgsError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        GpuNodePoolArgs(name="gpu", **fields)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from ha_ai_stack import ArgsError
 
-from components import (
+from ha_ai_stack import (
     AutoscalingSpec,
     DisruptionSpec,
     GpuSchedulingContract,
@@ -18,8 +18,8 @@ from components import (
     ResourceSpec,
     SecretKeyRef,
 )
-from components.capture import Capture
-from components.probes import STARTUP_PERIOD_SECONDS
+from ha_ai_stack_tools.capture import Capture
+from ha_ai_stack.probes import STARTUP_PERIOD_SECONDS
 
 from .conftest import objects_of, only, run_components
 
@@ -140,9 +140,9 @@ def test_gpu_requests_equal_limits_and_pool_contract(preview: bool) -> None:
 
 
 def test_gpu_request_over_node_capacity_names_both_numbers() -> None:
-    with pytest.raises(ValidationError, match="asks for 8 GPUs but a node of pool 'gpu-a10g' has 4"):
+    with pytest.raises(ArgsError, match="asks for 8 GPUs but a node of pool 'gpu-a10g' has 4"):
         InferenceServiceArgs(image=IMAGE, node_pool=POOL, resources=ResourceSpec(gpus=8))
-    with pytest.raises(ValidationError, match="needs node_pool"):
+    with pytest.raises(ArgsError, match="needs node_pool"):
         InferenceServiceArgs(image=IMAGE, resources=ResourceSpec(gpus=1))
 
 
@@ -204,7 +204,7 @@ def test_restricted_security_and_writable_scratch(preview: bool) -> None:
      ("ghcr.io/acme/model@sha256:abc", "malformed digest")],
 )
 def test_unpinned_images_are_rejected(image: str, reason: str) -> None:
-    with pytest.raises(ValidationError, match=reason):
+    with pytest.raises(ArgsError, match=reason):
         InferenceServiceArgs(image=image)
 
 
@@ -237,6 +237,7 @@ def test_redis_connection_uses_secret_ref_and_opens_egress(preview: bool) -> Non
         password_secret_name="redis-auth",
         member_selector={"app.kubernetes.io/name": "redis"},
         client_labels={"redis-client": "true"},
+        namespace="default",
     )
     capture = build(preview, redis=redis)
     env = {e["name"]: e for e in container(capture)["env"]}

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from google.protobuf import empty_pb2
 
-from components.capture import UNKNOWN, CapturedResource
-from components.policy_check import Finding, analyze, configure, running_pack, tier_config
+from ha_ai_stack_tools.capture import UNKNOWN, CapturedResource
+from ha_ai_stack_tools.policy_check import Finding, analyze, configure, running_pack, tier_config
 
 from .conftest import PROJECT_ROOT, STACKS, haai, project_copy, stack_capture
 

@@ -12,8 +12,8 @@ from botocore.stub import Stubber
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
-from components.config import StackConfig, validate_stack_config
-from components.preflight import Check, preflight
+from ha_ai_stack.config import StackConfig, validate_stack_config
+from ha_ai_stack_tools.preflight import Check, preflight
 
 from .conftest import haai, project_copy
 

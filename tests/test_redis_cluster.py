@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from components import InferenceService, InferenceServiceArgs, RedisCluster, RedisClusterArgs
-from components.capture import SECRET_MASK, Capture
-from components.redis_cluster import plan_members
+from ha_ai_stack import InferenceService, InferenceServiceArgs, RedisCluster, RedisClusterArgs
+from ha_ai_stack_tools.capture import SECRET_MASK, Capture
+from ha_ai_stack.redis_cluster import plan_members
 
 from .conftest import objects_of, only, run_components
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.capture import SECRET_MASK, capture_stack
-from components.config import TIER_DEFAULTS
-from components.render import manifests, summary, write_manifests
+from ha_ai_stack_tools.capture import SECRET_MASK, capture_stack
+from ha_ai_stack.config import TIER_DEFAULTS
+from ha_ai_stack_tools.render import manifests, summary, write_manifests
 
 from .schemas import validate_object
 
@@ -192,7 +192,7 @@ def test_engine_computed_values_are_unknown_in_preview() -> None:
     import pulumi_kubernetes as k8s
     import pulumi_random as random
 
-    from components.capture import UNKNOWN
+    from ha_ai_stack_tools.capture import UNKNOWN
 
     from .conftest import run_components
 

@@ -7,10 +7,10 @@ a Karpenter GPU pool.
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import (
+from ha_ai_stack import (
     AutoscalingSpec,
     GpuNodePool,
-    GpuPoolSpec,
+    GpuNodePoolArgs,
     InferenceService,
     InferenceServiceArgs,
     KarpenterPoolSpec,
@@ -29,7 +29,7 @@ k8s.networking.v1.NetworkPolicy("default-deny", metadata={"name": "default-deny"
                                 spec={"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
                                 opts=pulumi.ResourceOptions(depends_on=[namespace]))
 
-pool = GpuNodePool("l4", GpuPoolSpec(
+pool = GpuNodePool("l4", GpuNodePoolArgs(
     name="l4", backend="karpenter", instance_types=["g6.xlarge", "g6.12xlarge"], zones=ZONES,
     karpenter=KarpenterPoolSpec(cluster_name="ml-eu", node_role="KarpenterNodeRole-ml-eu",
                                 ami_alias="al2023@v20250505", limit_gpus=24)))

@@ -2,7 +2,7 @@
 
 The base revision is rendered from its own code and config (a temporary ``git worktree``), the working
 tree from the current files; each in its own process, in parallel, through that revision's
-``components.capture``. Secrets are masked by the capture, so they cannot reach any output.
+``ha_ai_stack_tools.capture``. Secrets are masked by the capture, so they cannot reach any output.
 """
 
 from __future__ import annotations
@@ -22,25 +22,37 @@ from typing import Any
 ABSENT = None
 # Run inside the revision being rendered, so it uses that revision's own renderer.
 DRIVER = r"""
-import json, sys
+import atexit, importlib, json, shutil, sys, tempfile
 from pathlib import Path
 root, out, stacks = Path(sys.argv[1]).resolve(), Path(sys.argv[2]), sys.argv[3:]
-if not (root / "components" / "capture.py").is_file():
-    out.write_text(json.dumps({"error": f"this revision has no haai renderer (no {root.name}/components/capture.py)"}))
+def fail(message):
+    out.write_text(json.dumps({"error": message}))
     sys.exit(0)
+if (root / "tools" / "capture.py").is_file():
+    # The source folders under the import names the wheel gives them, ahead of any installed copy.
+    links = Path(tempfile.mkdtemp(prefix="haai-diff-"))
+    atexit.register(shutil.rmtree, links, True)
+    (links / "ha_ai_stack").symlink_to(root / "components", target_is_directory=True)
+    (links / "ha_ai_stack_tools").symlink_to(root / "tools", target_is_directory=True)
+    sys.path.insert(0, str(links))
+    library, tools = "ha_ai_stack", "ha_ai_stack_tools"
+elif (root / "components" / "capture.py").is_file():  # revisions from before the library/tools split
+    sys.path.insert(0, str(root))
+    library, tools = "components", "components"
+else:
+    fail(f"this revision has no haai renderer (no {root.name}/tools/capture.py)")
 try:
-    import components
-    from components.capture import StackNotFoundError, capture_stack
+    imported = importlib.import_module(library)
+    capture_module = importlib.import_module(tools + ".capture")
 except ImportError as error:
-    out.write_text(json.dumps({"error": f"this revision has no haai renderer ({error})"})); sys.exit(0)
-if not Path(components.__file__).resolve().is_relative_to(root):
-    out.write_text(json.dumps({"error": f"imported components from {components.__file__}, not from {root}"}))
-    sys.exit(0)
+    fail(f"this revision has no haai renderer ({error})")
+if not Path(imported.__file__).resolve().is_relative_to(root):
+    fail(f"imported {library} from {imported.__file__}, not from {root}")
 result = {}
 for stack in stacks:
     try:
-        capture = capture_stack(stack, project_root=root)
-    except StackNotFoundError as error:
+        capture = capture_module.capture_stack(stack, project_root=root)
+    except capture_module.StackNotFoundError as error:
         result[stack] = {"error": str(error)}
         continue
     except Exception as error:

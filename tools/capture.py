@@ -211,7 +211,7 @@ class Project:
         return (yaml.safe_load(path.read_text()) or {}).get("config", {}) or {}
 
     def run_program(self) -> None:
-        """Run the project's own ``__main__.py``, importing its own ``components`` package first."""
+        """Run the project's own ``__main__.py`` with the project root first on the import path."""
         sys.path.insert(0, str(self.root))
         try:
             runpy.run_path(str(self.root / "__main__.py"), run_name="__main__")

@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from .capture import Capture, Project, StackNotFoundError, capture_stack, default_project_root
-from .config import ConfigError, stack_file_config, validate_stack_config
+from ha_ai_stack.config import stack_file_config, validate_stack_config
+from ha_ai_stack.errors import ConfigError
 from .policy_check import Finding, check_capture
 from .render import manifests, summary, write_manifests
 

@@ -1,4 +1,4 @@
-"""RedisCluster: a zone-aware Redis Cluster that survives failover, full restarts and zone loss.
+"""Pure builders: member placement, the shipped config files, and the Kubernetes objects as dicts.
 
 Layout: one StatefulSet per zone, pinned there by node affinity (EBS volumes are zonal anyway).
 Shard i's master lives in zone i mod Z and its replica j in zone (i + j) mod Z, so no two members
@@ -12,114 +12,25 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from decimal import Decimal
 from importlib import resources as package_files
 from string import Template
 from typing import Any, Literal
 
-import pulumi
-import pulumi_kubernetes as k8s
-import pulumi_random as random
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from .connection import RedisConnection
-from .images import require_pinned_image
-from .labels import selector_labels, standard_labels
-from .options import inherited_dependencies
-from .quantity import parse_quantity, positive_quantity
-from .scheduling import HOSTNAME, ZONE, Placement, separate
-from .security import restricted_container_security_context, restricted_pod_security_context
-
-COMPONENT = "redis"
-REDIS_UID = 999  # the official redis image's "redis" user
-CLIENT_PORT = 6379
-BUS_PORT = 16379
-SCRIPTS = ("lib.sh", "start.sh", "bootstrap.sh", "pre-stop.sh", "readiness.sh", "liveness.sh")
-CONFIG_DIR = "/etc/redis"
-DATA_DIR = "/data"
-RUN_DIR = "/run/redis"
-# Chosen from bench/redis_failover.py: see the README's Redis benchmark.
-DEFAULT_NODE_TIMEOUT_MS = 3000
-
-
-class RedisClusterSpec(BaseModel):
-    """Plain settings of a Redis Cluster (shared by the stack config and the component args)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    shards: int = Field(default=3, ge=3, le=100, description="Masters; at least 3 so a majority survives.")
-    replicas_per_shard: int = Field(default=1, ge=0, le=5, description="Replicas of each master.")
-    zones: list[str] = Field(
-        default_factory=list, description="Zones to spread over; needs >= replicas_per_shard + 1. Empty: by node."
-    )
-    storage_size: str = Field(default="20Gi", description="PVC size of each member.")
-    storage_class: str | None = Field(default=None, description="StorageClass of the PVCs; cluster default if null.")
-    image: str = Field(default="redis:7.2.5", description="Redis image, pinned.")
-    node_timeout_ms: int = Field(
-        default=DEFAULT_NODE_TIMEOUT_MS, ge=500, le=60000, description="cluster-node-timeout (failure detection)."
-    )
-    require_full_coverage: bool = Field(
-        default=False, description="Stop all writes when any slot is uncovered (Redis default: true)."
-    )
-    allow_reads_when_down: bool = Field(default=False, description="Serve reads while the cluster is down.")
-    min_replicas_to_write: int = Field(default=0, ge=0, le=5, description="Refuse writes with fewer in-sync replicas.")
-    cpu: str = Field(default="500m", description="CPU request and limit of each member.")
-    memory: str = Field(default="2Gi", description="Memory request and limit of each member.")
-    maxmemory_percent: int = Field(default=75, ge=10, le=90, description="maxmemory as % of the memory limit.")
-    maxmemory_policy: Literal["noeviction", "allkeys-lru", "allkeys-lfu", "volatile-lru", "volatile-lfu"] = Field(
-        default="noeviction", description="What Redis does at maxmemory."
-    )
-    handover_timeout_seconds: int = Field(
-        default=60, ge=5, le=600, description="pre-stop's wait for a master handover; grace period adds 30 s."
-    )
-    metrics_exporter: bool = Field(default=False, description="Add a redis_exporter sidecar on port 9121.")
-    exporter_image: str = Field(default="oliver006/redis_exporter:v1.62.0", description="Exporter image, pinned.")
-
-    _check_images = field_validator("image", "exporter_image")(require_pinned_image)
-    _check_quantities = field_validator("storage_size", "cpu", "memory")(positive_quantity)
-
-    @field_validator("zones")
-    @classmethod
-    def _distinct_zones(cls, zones: list[str]) -> list[str]:
-        if len(set(zones)) != len(zones):
-            raise ValueError(f"zones must be distinct (got {zones})")
-        return zones
-
-    @model_validator(mode="after")
-    def _spreadable(self) -> "RedisClusterSpec":
-        members = self.replicas_per_shard + 1
-        zones = len(self.zones)
-        if zones and zones < members:
-            raise ValueError(
-                f"replicas_per_shard {self.replicas_per_shard} needs at least {members} zones so that no two "
-                f"members of a shard share a zone (got {zones}); add zones or list none to spread by node"
-            )
-        if zones:
-            most = max(sum(1 for shard in range(self.shards) if shard % zones == z) for z in range(zones))
-            if most * 2 > self.shards:
-                raise ValueError(
-                    f"with {zones} zones one zone would hold {most} of {self.shards} masters, a majority: losing "
-                    f"it would leave no quorum to fail over; use more zones or more shards"
-                )
-        if self.min_replicas_to_write > self.replicas_per_shard:
-            raise ValueError(
-                f"min_replicas_to_write ({self.min_replicas_to_write}) exceeds replicas_per_shard "
-                f"({self.replicas_per_shard}): every write would be refused"
-            )
-        return self
-
-    def maxmemory_bytes(self) -> int:
-        return int(parse_quantity(self.memory) * Decimal(self.maxmemory_percent) / 100)
-
-    def grace_period_seconds(self) -> int:
-        return self.handover_timeout_seconds + 30
-
-
-class RedisClusterArgs(RedisClusterSpec):
-    """Args of ``RedisCluster``: the spec plus its namespace."""
-
-    namespace: str = Field(default="default", description="Namespace of every object.")
-
+from ..labels import selector_labels, standard_labels
+from ..scheduling import HOSTNAME, ZONE, Placement, separate
+from ..security import restricted_container_security_context, restricted_pod_security_context
+from .spec import (
+    BUS_PORT,
+    CLIENT_PORT,
+    COMPONENT,
+    CONFIG_DIR,
+    DATA_DIR,
+    REDIS_UID,
+    RUN_DIR,
+    SCRIPTS,
+    RedisClusterArgs,
+    RedisClusterSpec,
+)
 
 @dataclass(frozen=True)
 class Member:
@@ -168,7 +79,7 @@ def topology_text(name: str, namespace: str, members: list[Member]) -> str:
 
 def redis_conf(spec: RedisClusterSpec) -> str:
     """redis.conf from the shipped template; no secrets and no per-pod values."""
-    template = Template(package_files.files(__package__).joinpath("redis/redis.conf.template").read_text())
+    template = Template(package_files.files(__package__).joinpath("scripts/redis.conf.template").read_text())
     return template.substitute(
         node_timeout_ms=spec.node_timeout_ms,
         require_full_coverage="yes" if spec.require_full_coverage else "no",
@@ -183,7 +94,7 @@ def config_files(name: str, spec: RedisClusterArgs, members: list[Member]) -> di
     """The ConfigMap's data: redis.conf, the scripts (verbatim) and the topology."""
     files = {"redis.conf": redis_conf(spec), "topology.txt": topology_text(name, spec.namespace, members)}
     for script in SCRIPTS:
-        files[script] = package_files.files(__package__).joinpath(f"redis/{script}").read_text()
+        files[script] = package_files.files(__package__).joinpath(f"scripts/{script}").read_text()
     return files
 
 
@@ -360,90 +271,3 @@ def topology_hash(files: dict[str, str]) -> str:
     return hashlib.sha256(files["topology.txt"].encode()).hexdigest()[:10]
 
 
-class RedisCluster(pulumi.ComponentResource):
-    """A Redis Cluster spread over zones, with persistence, auth, a planned-handover preStop and a bootstrap Job."""
-
-    password: random.RandomPassword
-    secret: k8s.core.v1.Secret
-    config_map: k8s.core.v1.ConfigMap
-    headless_service: k8s.core.v1.Service
-    client_service: k8s.core.v1.Service
-    stateful_sets: list[k8s.apps.v1.StatefulSet]
-    pod_disruption_budget: k8s.policy.v1.PodDisruptionBudget
-    network_policies: list[k8s.networking.v1.NetworkPolicy]
-    bootstrap_job: k8s.batch.v1.Job
-    members: list[Member]
-    connection: RedisConnection
-
-    def __init__(self, name: str, args: RedisClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("haai:index:RedisCluster", name, None, opts)
-        inherited = inherited_dependencies(opts)
-        child = pulumi.ResourceOptions(parent=self, depends_on=inherited)
-        namespace = args.namespace
-        labels = standard_labels(name, name, COMPONENT)
-        selector = selector_labels(name, name)
-
-        def metadata(object_name: str, extra: dict[str, str] | None = None) -> dict[str, Any]:
-            return {"name": object_name, "namespace": namespace, "labels": {**labels, **(extra or {})}}
-
-        self.members = plan_members(name, args)
-        files = config_files(name, args, self.members)
-        secret_name = f"{name}-auth"
-
-        self.password = random.RandomPassword(f"{name}-password", length=32, special=False, opts=child)
-        self.secret = k8s.core.v1.Secret(
-            f"{name}-secret", metadata=metadata(secret_name), type="Opaque",
-            string_data={"password": self.password.result}, opts=child)
-        self.config_map = k8s.core.v1.ConfigMap(f"{name}-config", metadata=metadata(f"{name}-config"),
-                                                data=files, opts=child)
-        ports = [{"name": "redis", "port": CLIENT_PORT, "targetPort": "redis", "protocol": "TCP"}]
-        self.headless_service = k8s.core.v1.Service(
-            f"{name}-headless", metadata=metadata(headless_service_name(name)),
-            spec={"clusterIP": "None", "publishNotReadyAddresses": True, "selector": selector,
-                  "ports": [*ports, {"name": "cluster-bus", "port": BUS_PORT, "targetPort": "cluster-bus",
-                                     "protocol": "TCP"}]},
-            opts=child)
-        self.client_service = k8s.core.v1.Service(
-            f"{name}-client", metadata=metadata(name),
-            spec={"type": "ClusterIP", "selector": selector, "ports": ports}, opts=child)
-
-        groups: dict[str, list[Member]] = {}
-        for member in self.members:
-            groups.setdefault(member.group, []).append(member)
-        # Members only become ready once the cluster is formed, and the bootstrap Job forms it, so the
-        # StatefulSets must not block on readiness; the Job is what Pulumi waits for.
-        sts_opts = pulumi.ResourceOptions(parent=self, depends_on=[*inherited, self.config_map, self.secret])
-        self.stateful_sets = [
-            k8s.apps.v1.StatefulSet(
-                f"{group}-sts",
-                metadata={**metadata(group, {"ha-ai-stack/redis-group": group}),
-                          "annotations": {"pulumi.com/skipAwait": "true"}},
-                spec=statefulset_spec(name, args, group, members[0].zone, len(members), secret_name),
-                opts=sts_opts)
-            for group, members in groups.items()
-        ]
-        self.pod_disruption_budget = k8s.policy.v1.PodDisruptionBudget(
-            f"{name}-pdb", metadata=metadata(name),
-            spec={"maxUnavailable": 1, "selector": {"matchLabels": selector}}, opts=child)
-        self.network_policies = [
-            k8s.networking.v1.NetworkPolicy(f"{name}-netpol", metadata=metadata(name),
-                                            spec=network_policy_spec(name), opts=child),
-            k8s.networking.v1.NetworkPolicy(f"{name}-bootstrap-netpol", metadata=metadata(f"{name}-bootstrap"),
-                                            spec=bootstrap_policy_spec(name), opts=child),
-        ]
-        job_name = f"{name}-bootstrap-{topology_hash(files)}"
-        self.bootstrap_job = k8s.batch.v1.Job(
-            f"{name}-bootstrap", metadata=metadata(job_name),
-            spec=bootstrap_job_spec(name, args, secret_name),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*inherited, *self.stateful_sets,
-                                                                  *self.network_policies, self.headless_service],
-                                        delete_before_replace=True))
-        self.connection = RedisConnection(
-            seed_hosts=[member_host(name, namespace, m) for m in self.members],
-            port=CLIENT_PORT,
-            password_secret_name=secret_name,
-            password_secret_key="password",
-            member_selector=selector,
-            client_labels=client_labels(name),
-        )
-        self.register_outputs({"client_service": name, "seed_nodes": self.connection.seed_nodes()})

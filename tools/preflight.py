@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .config import StackConfig
-from .gpu_instances import GPU_INSTANCE_TYPES, quota_family
-from .gpu_node_pool import GpuPoolSpec
+from ha_ai_stack.config import StackConfig
+from ha_ai_stack.gpu_instances import GPU_INSTANCE_TYPES, quota_family
+from ha_ai_stack.gpu_node_pool import GpuNodePoolArgs
 
 Status = Literal["pass", "fail", "unknown"]
 ClientFactory = Callable[[str], Any]
@@ -44,14 +44,14 @@ def _is_not_found(error: Exception) -> bool:
     return isinstance(error, ClientError) and error.response["Error"].get("Code") in NOT_FOUND
 
 
-def largest_gpu_request(config: StackConfig, pool: GpuPoolSpec) -> int:
+def largest_gpu_request(config: StackConfig, pool: GpuNodePoolArgs) -> int:
     return max((e.resources.gpus for e in config.inference if config.pool_for(e) is pool), default=0)
 
 
 class PoolPreflight:
     """The checks of one pool; ``client`` makes boto3 clients (injectable for tests)."""
 
-    def __init__(self, config: StackConfig, pool: GpuPoolSpec, client: ClientFactory) -> None:
+    def __init__(self, config: StackConfig, pool: GpuNodePoolArgs, client: ClientFactory) -> None:
         self.config, self.pool, self.client = config, pool, client
         self.checks: list[Check] = []
         self.types: dict[str, dict[str, Any]] = {}

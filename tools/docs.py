@@ -1,6 +1,6 @@
 """The README's config reference, generated from the config models so it cannot drift from them.
 
-``python -m components.docs`` prints the config table; ``--write-readme README.md`` regenerates the
+``python -m ha_ai_stack_tools.docs`` prints the config table; ``--write-readme README.md`` regenerates the
 config and policy tables between the README's markers; a test checks that README.md holds them.
 """
 
@@ -14,7 +14,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from .config import NAMESPACE, TIER_DEFAULTS, TIERS, StackConfig
+from ha_ai_stack.config import NAMESPACE, TIER_DEFAULTS, TIERS, StackConfig
 
 SECTION_OF = {"inference": "inference", "redis": "redis"}
 
@@ -72,7 +72,15 @@ def config_table() -> str:
 
 def policy_table(project_root: Path) -> str:
     """Every policy of the pack: id, kind, what it checks, the fix, level per tier, equivalents."""
-    from policies.rules import RULES  # the pack lives beside the library; imported only for the docs
+    import importlib
+    import sys
+
+    # The pack lives in the project (it is not part of the installed library or tools).
+    sys.path.insert(0, str(project_root / "policies"))
+    try:
+        RULES = importlib.import_module("rules").RULES
+    finally:
+        sys.path.remove(str(project_root / "policies"))
 
     configs = {tier: json.loads((project_root / "policies" / "config" / f"{tier}.json").read_text()) for tier in TIERS}
 

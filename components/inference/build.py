@@ -1,0 +1,242 @@
+"""Pure builders: an InferenceService's Args to Kubernetes objects as plain dicts. No Pulumi calls."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..labels import selector_labels, standard_labels
+from ..probes import PRESETS, model_server_probes
+from ..scheduling import HOSTNAME, ZONE, separate, spread
+from ..security import restricted_container_security_context, restricted_pod_security_context
+from .spec import COMPONENT, MODEL_CACHE_PATH, InferenceServiceArgs, InferenceSpec
+
+@dataclass
+class InferenceObjects:
+    """The Kubernetes objects of one service, as ``(metadata, spec-or-body)`` dicts."""
+
+    metadata: dict[str, Any]
+    selector: dict[str, str]
+    service_account_metadata: dict[str, Any]
+    deployment_spec: dict[str, Any]
+    service_spec: dict[str, Any]
+    pdb_spec: dict[str, Any]
+    network_policy_spec: dict[str, Any]
+    hpa_spec: dict[str, Any] | None = None
+
+
+def _env(args: InferenceServiceArgs) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(args.env.items())]
+    env += [
+        {"name": k, "valueFrom": {"secretKeyRef": {"name": ref.secret, "key": ref.key}}}
+        for k, ref in sorted(args.secret_env.items())
+    ]
+    if args.redis:
+        env += [
+            {"name": "REDIS_CLUSTER_NODES", "value": args.redis.seed_nodes()},
+            {"name": "REDIS_PORT", "value": str(args.redis.port)},
+            {
+                "name": "REDIS_PASSWORD",
+                "valueFrom": {
+                    "secretKeyRef": {"name": args.redis.password_secret_name, "key": args.redis.password_secret_key}
+                },
+            },
+        ]
+    return env
+
+
+def _container(args: InferenceServiceArgs) -> dict[str, Any]:
+    preset = PRESETS[args.server]
+    port = args.http_port()
+    ports = [{"name": "http", "containerPort": port, "protocol": "TCP"}]
+    metrics_port = args.metrics_port_or_preset()
+    if metrics_port and metrics_port != port:
+        ports.append({"name": "metrics", "containerPort": metrics_port, "protocol": "TCP"})
+    container: dict[str, Any] = {
+        "name": "server",
+        "image": args.image,
+        "imagePullPolicy": "IfNotPresent",
+        "ports": ports,
+        "resources": {"requests": args.resources.requests(), "limits": args.resources.limits()},
+        "securityContext": restricted_container_security_context(),
+        "lifecycle": {"preStop": {"sleep": {"seconds": args.pre_stop_sleep_seconds}}},
+        "volumeMounts": [
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "model-cache", "mountPath": MODEL_CACHE_PATH},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+        ],
+        **model_server_probes(
+            args.readiness_path or preset.readiness_path,
+            args.liveness_path or preset.liveness_path,
+            "http",
+            args.model_load_seconds,
+        ),
+    }
+    if args.pre_stop_sleep_seconds == 0:
+        del container["lifecycle"]
+    if args.command is not None:
+        container["command"] = list(args.command)
+    if args.args:
+        container["args"] = list(args.args)
+    env = _env(args)
+    if env:
+        container["env"] = env
+    if args.env_from_secrets:
+        container["envFrom"] = [{"secretRef": {"name": s}} for s in args.env_from_secrets]
+    return container
+
+
+def _pod_spec(name: str, args: InferenceServiceArgs, selector: dict[str, str]) -> dict[str, Any]:
+    pool = args.node_pool
+    zones = len(pool.zones) if pool else 0
+    spec: dict[str, Any] = {
+        "serviceAccountName": name,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": restricted_pod_security_context(),
+        "terminationGracePeriodSeconds": args.termination_grace_period_seconds,
+        "affinity": {"podAntiAffinity": separate(selector, args.anti_affinity, HOSTNAME)},
+        "topologySpreadConstraints": [
+            spread(selector, args.zone_spread, ZONE, min_domains=zones or None, match_label_keys=["pod-template-hash"])
+        ],
+        "containers": [_container(args)],
+        "volumes": [
+            {"name": "tmp", "emptyDir": {"sizeLimit": args.tmp_size}},
+            {"name": "model-cache", "emptyDir": {"sizeLimit": args.model_cache_size}},
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": args.shm_size}},
+        ],
+    }
+    if pool is not None:
+        spec["nodeSelector"] = dict(pool.node_selector)
+        spec["tolerations"] = [dict(t) for t in pool.tolerations]
+    if args.priority_class_name:
+        spec["priorityClassName"] = args.priority_class_name
+    return spec
+
+
+def _network_policy_spec(args: InferenceServiceArgs, selector: dict[str, str]) -> dict[str, Any]:
+    ports = [{"port": args.http_port(), "protocol": "TCP"}]
+    metrics_port = args.metrics_port_or_preset()
+    if metrics_port and metrics_port != args.http_port():
+        ports.append({"port": metrics_port, "protocol": "TCP"})
+    peers: list[dict[str, Any]] = [{"podSelector": {}}]
+    peers += [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
+        for ns in sorted(set(args.allow_from_namespaces))
+    ]
+    egress: list[dict[str, Any]] = [
+        {
+            "to": [
+                {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                }
+            ],
+            "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+        }
+    ]
+    if args.redis:
+        egress.append(
+            {
+                "to": [{"podSelector": {"matchLabels": dict(args.redis.member_selector)}}],
+                "ports": [{"port": args.redis.port, "protocol": "TCP"}],
+            }
+        )
+    if args.egress_https:
+        egress.append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 443, "protocol": "TCP"}]})
+    return {
+        "podSelector": {"matchLabels": selector},
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [{"from": peers, "ports": ports}],
+        "egress": egress,
+    }
+
+
+def _hpa_spec(name: str, args: InferenceServiceArgs) -> dict[str, Any] | None:
+    scaling = args.autoscaling
+    if scaling is None:
+        return None
+    metrics: list[dict[str, Any]] = []
+    if scaling.target_cpu_utilization is not None:
+        metrics.append(
+            {
+                "type": "Resource",
+                "resource": {
+                    "name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": scaling.target_cpu_utilization},
+                },
+            }
+        )
+    if scaling.metric is not None:
+        metrics.append(scaling.metric.to_k8s())
+    return {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+        "minReplicas": args.floor_replicas(),
+        "maxReplicas": scaling.max_replicas,
+        "metrics": metrics,
+        "behavior": {
+            "scaleUp": {
+                "stabilizationWindowSeconds": 0,
+                "selectPolicy": "Max",
+                "policies": [{"type": "Pods", "value": 2, "periodSeconds": 60}],
+            },
+            "scaleDown": {
+                "stabilizationWindowSeconds": scaling.scale_down_stabilization_seconds,
+                "selectPolicy": "Min",
+                "policies": [{"type": "Pods", "value": 1, "periodSeconds": 120}],
+            },
+        },
+    }
+
+
+def rollout_deadline_seconds(args: InferenceSpec) -> int:
+    """How long a rollout may take: one model load per surge step, plus scheduling slack."""
+    return args.model_load_seconds + 600
+
+
+def build_inference_objects(name: str, args: InferenceServiceArgs) -> InferenceObjects:
+    """Every object of one inference service, as plain Kubernetes dicts. Pure: no Pulumi calls."""
+    selector = selector_labels(name, name)
+    labels = standard_labels(name, name, COMPONENT)
+    pod_labels = {**labels, **(args.redis.client_labels if args.redis else {})}
+    metadata = {"name": name, "namespace": args.namespace, "labels": labels}
+    pod_metadata: dict[str, Any] = {"labels": pod_labels}
+    if args.pod_annotations:
+        pod_metadata["annotations"] = dict(sorted(args.pod_annotations.items()))
+
+    deployment_spec = {
+        "replicas": args.floor_replicas(),
+        "revisionHistoryLimit": 5,
+        "progressDeadlineSeconds": rollout_deadline_seconds(args),
+        "selector": {"matchLabels": selector},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "template": {"metadata": pod_metadata, "spec": _pod_spec(name, args, selector)},
+    }
+    service_spec: dict[str, Any] = {
+        "type": "ClusterIP",
+        "selector": selector,
+        "ports": [{"name": "http", "port": args.http_port(), "targetPort": "http", "protocol": "TCP"}],
+    }
+    metrics_port = args.metrics_port_or_preset()
+    if metrics_port and metrics_port != args.http_port():
+        service_spec["ports"].append({"name": "metrics", "port": metrics_port, "targetPort": "metrics", "protocol": "TCP"})
+    pdb_spec: dict[str, Any] = {"selector": {"matchLabels": selector}, "unhealthyPodEvictionPolicy": "AlwaysAllow"}
+    if args.disruption.min_available is not None:
+        pdb_spec["minAvailable"] = args.disruption.min_available
+    else:
+        pdb_spec["maxUnavailable"] = args.disruption.max_unavailable
+    service_account_metadata = dict(metadata)
+    if args.service_account_annotations:
+        service_account_metadata["annotations"] = dict(sorted(args.service_account_annotations.items()))
+    return InferenceObjects(
+        metadata=metadata,
+        selector=selector,
+        service_account_metadata=service_account_metadata,
+        deployment_spec=deployment_spec,
+        service_spec=service_spec,
+        pdb_spec=pdb_spec,
+        network_policy_spec=_network_policy_spec(args, selector),
+        hpa_spec=_hpa_spec(name, args),
+    )
+
+
