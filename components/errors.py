@@ -34,6 +34,8 @@ def dotted_path(loc: Loc, prefix: str = "") -> str:
 
 
 def show(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # numbers from YAML, JSON and the engine arrive as floats
     try:
         return json.dumps(value, sort_keys=True)
     except (TypeError, ValueError):

@@ -39,9 +39,19 @@ def public_output_names(component_type: type) -> list[str]:
     return list(names)
 
 
+def schema_name(python_name: str) -> str:
+    """``service_name`` -> ``serviceName``: how the provider's schema (and so the engine's state) names outputs."""
+    head, *rest = python_name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
 def register_public_outputs(component: pulumi.ComponentResource) -> None:
-    """``register_outputs`` with exactly the component's public output attributes, unset ones left out."""
+    """``register_outputs`` with exactly the component's public output attributes, unset ones left out.
+
+    Keys are the schema's camelCase names, so the engine stores the same outputs whether a Python
+    program or the component provider built the component.
+    """
     outputs = {name: getattr(component, name, None) for name in public_output_names(type(component))}
     # Contracts are pydantic models in Python; the engine stores them as plain objects.
-    component.register_outputs({name: value.model_dump() if isinstance(value, BaseModel) else value
+    component.register_outputs({schema_name(name): value.model_dump() if isinstance(value, BaseModel) else value
                                 for name, value in outputs.items() if value is not None})

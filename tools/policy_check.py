@@ -43,16 +43,17 @@ class Finding:
 
 
 class PolicyPackError(RuntimeError):
-    """The pack did not start or answer."""
+    """The pack (or another plugin) did not start or answer."""
 
 
 @contextmanager
-def running_pack(pack_dir: Path) -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
-    """Start the pack, yield a connected AnalyzerStub, and always stop the process."""
-    pack_dir = pack_dir.resolve()
+def running_plugin(command: list[str], cwd: Path) -> Iterator[grpc.Channel]:
+    """Start a Pulumi plugin process (policy pack or provider) as the engine does: it prints its port.
+
+    Yields a ready channel to it, and always stops the process, even when the caller fails.
+    """
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen([sys.executable, "-u", str(pack_dir / "__main__.py")], cwd=pack_dir, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     channel = None
     try:
         assert process.stdout is not None  # stdout=PIPE
@@ -61,10 +62,10 @@ def running_pack(pack_dir: Path) -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
         if not line.isdigit():
             process.kill()
             _, error = process.communicate(timeout=10)
-            raise PolicyPackError(f"the policy pack in {pack_dir} did not print its port: {error.decode()[-2000:]}")
+            raise PolicyPackError(f"{' '.join(command)} (in {cwd}) did not print its port: {error.decode()[-2000:]}")
         channel = grpc.insecure_channel(f"127.0.0.1:{line}")
         grpc.channel_ready_future(channel).result(timeout=PORT_TIMEOUT_SECONDS)
-        yield analyzer_pb2_grpc.AnalyzerStub(channel)
+        yield channel
     finally:
         if channel is not None:
             channel.close()
@@ -74,6 +75,14 @@ def running_pack(pack_dir: Path) -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
         for stream in (process.stdout, process.stderr):
             if stream:
                 stream.close()
+
+
+@contextmanager
+def running_pack(pack_dir: Path) -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
+    """Start the pack, yield a connected AnalyzerStub, and always stop the process."""
+    pack_dir = pack_dir.resolve()
+    with running_plugin([sys.executable, "-u", str(pack_dir / "__main__.py")], pack_dir) as channel:
+        yield analyzer_pb2_grpc.AnalyzerStub(channel)
 
 
 def configure(stub: analyzer_pb2_grpc.AnalyzerStub, pack_config: dict[str, Any]) -> dict[str, str]:

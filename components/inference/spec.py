@@ -107,6 +107,8 @@ class DisruptionSpec(_Strict):
             return value
         if isinstance(value, str) and re.fullmatch(r"(100|[1-9]?[0-9])%", value):
             return value
+        if isinstance(value, str) and re.fullmatch(r"0|[1-9][0-9]*", value):
+            return int(value)  # the component provider's schema carries counts as strings too
         raise ValueError(f"must be a whole number >= 0 or a percentage like '25%' (got {value!r})")
 
     @model_validator(mode="after")
