@@ -28,7 +28,10 @@ def haai(*args: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true", help="one small run: proves the benchmark still works (CI)")
     options = parser.parse_args()
+    if options.smoke:
+        options.runs = 1
     with tempfile.TemporaryDirectory() as out:
         def renders(stacks: list[str]) -> float:
             return sum(haai("render", "--stack", s, "--out", f"{out}/{s}") for s in stacks for _ in range(2))

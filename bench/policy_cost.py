@@ -39,7 +39,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resources", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true", help="one small run: proves the benchmark still works (CI)")
     options = parser.parse_args()
+    if options.smoke:
+        options.resources, options.runs = 50, 1
     resources = synthetic_stack(options.resources)
     pack_dir = ROOT / "policies"
     timings: dict[str, list[float]] = {"disabled": [], "full": []}
