@@ -172,6 +172,10 @@ class RedisClusterArgs(TypedDict):
     "What Redis does at maxmemory. One of: noeviction, allkeys-lru, allkeys-lfu, volatile-lru, volatile-lfu. Default: \"noeviction\"."
     handover_timeout_seconds: NotRequired[int]
     "pre-stop's wait for a master handover; grace period adds 30 s. Default: 60."
+    member_ready_timeout_seconds: NotRequired[int]
+    "Longest time one member may take to restart, load its data and finish its first sync. A rollout restarts members one at a time, so Pulumi awaits each StatefulSet for its members x (this + the grace period). Default: 600."
+    balance_schedule: NotRequired[str]
+    "Cron schedule (UTC) of the balance CronJob that moves masters back to one per zone after unplanned failovers; null turns it off (a balance Job still runs after every rollout). Default: \"*/10 * * * *\"."
     metrics_exporter: NotRequired[bool]
     "Add a redis_exporter sidecar on port 9121. Default: false."
     exporter_image: NotRequired[str]
@@ -370,6 +374,10 @@ class RedisConfig(TypedDict):
     "What Redis does at maxmemory. One of: noeviction, allkeys-lru, allkeys-lfu, volatile-lru, volatile-lfu. Default: \"noeviction\"."
     handover_timeout_seconds: NotRequired[int]
     "pre-stop's wait for a master handover; grace period adds 30 s. Default: 60."
+    member_ready_timeout_seconds: NotRequired[int]
+    "Longest time one member may take to restart, load its data and finish its first sync. A rollout restarts members one at a time, so Pulumi awaits each StatefulSet for its members x (this + the grace period). Default: 600."
+    balance_schedule: NotRequired[str]
+    "Cron schedule (UTC) of the balance CronJob that moves masters back to one per zone after unplanned failovers; null turns it off (a balance Job still runs after every rollout). Default: \"*/10 * * * *\"."
     metrics_exporter: NotRequired[bool]
     "Add a redis_exporter sidecar on port 9121. Default: false."
     exporter_image: NotRequired[str]

@@ -264,3 +264,144 @@ def lost_keys(lab: RedisLab, written: dict[str, str]) -> list[str]:
         return [key for key, value in written.items() if client.get(key) != value]
     finally:
         client.close()
+
+
+# --- rollouts, as Kubernetes and the Pulumi engine carry them out ---------------------------------------
+
+def rollout_waves(capture: Capture) -> list[list[str]]:
+    """The zone StatefulSets' names, grouped in the waves the engine updates them in.
+
+    The engine updates resources with no dependency path between them at the same time, and waits for a
+    StatefulSet's rollout only when its successors depend on it; so a StatefulSet's wave is one more than
+    the latest wave among the StatefulSets it depends on. Read from the captured objects, not assumed.
+    """
+    statefulsets = capture.of_type("kubernetes:apps/v1:StatefulSet")
+    by_urn = {r.urn: r for r in statefulsets}
+    level: dict[str, int] = {}
+
+    def wave_of(urn: str) -> int:
+        if urn not in level:
+            deps = [d for d in by_urn[urn].dependencies if d in by_urn]
+            level[urn] = 1 + max((wave_of(d) for d in deps), default=-1)
+        return level[urn]
+
+    waves: dict[int, list[str]] = {}
+    for resource in statefulsets:
+        waves.setdefault(wave_of(resource.urn), []).append(resource.inputs["metadata"]["name"])
+    return [sorted(waves[index]) for index in sorted(waves)]
+
+
+@dataclass
+class RolloutLog:
+    """What a rollout did: how long it took and the most members down at one moment."""
+
+    seconds: float = 0.0
+    most_down_at_once: int = 0
+    restarted: list[str] = field(default_factory=list)
+
+
+class Rollout:
+    """A rolling update of every member, as the StatefulSet controller and the kubelet do it.
+
+    Per StatefulSet: highest ordinal first; for each pod the kubelet runs the preStop hook (pre-stop.sh),
+    then stops the container; the replacement pod comes back on a NEW address (the hosts file, standing
+    in for DNS, is updated) through start.sh, and the controller moves on only once readiness.sh passes.
+    StatefulSets of one wave roll at the same time, each on its own thread.
+    """
+
+    def __init__(self, lab: RedisLab, waves: list[list[str]], *, handover_timeout: int = 60,
+                 ready_timeout: float = 300, next_ip: int = 200) -> None:
+        self.lab, self.waves = lab, waves
+        self.handover_timeout, self.ready_timeout = handover_timeout, ready_timeout
+        self.next_ip = next_ip
+        self.log = RolloutLog()
+        self._down = 0
+        self._lock = threading.Lock()
+        self.errors: list[BaseException] = []
+
+    def members_of(self, statefulset: str) -> list[Member]:
+        def ordinal(member: Member) -> int:
+            return int(member.host.split(".", 1)[0].rsplit("-", 1)[1])
+
+        pods = [m for m in self.lab.members if member_group(m) == statefulset]
+        return sorted(pods, key=ordinal, reverse=True)
+
+    def ready(self, member: Member) -> bool:
+        return self.lab.run_script("readiness.sh", timeout=10, REDIS_HOST=member.ip).returncode == 0
+
+    def restart_pod(self, member: Member) -> None:
+        with self._lock:
+            self._down += 1
+            self.log.most_down_at_once = max(self.log.most_down_at_once, self._down)
+        self.lab.run_script("pre-stop.sh", timeout=self.handover_timeout + 30, REDIS_HOST=member.ip,
+                            PRESTOP_TIMEOUT=str(self.handover_timeout))
+        self.lab.kill(member, signal.SIGTERM)  # the container gets SIGTERM once the hook returns
+        with self._lock:
+            member.ip = f"127.0.0.{self.next_ip}"
+            self.next_ip += 1
+            self.lab.write_hosts()
+        self.lab.start(member)
+        self.lab.wait(lambda: self.ready(member), f"{member.host} ready after its restart", self.ready_timeout)
+        with self._lock:
+            self._down -= 1
+            self.log.restarted.append(member.host.split(".", 1)[0])
+
+    def roll_statefulset(self, statefulset: str) -> None:
+        try:
+            for member in self.members_of(statefulset):
+                self.restart_pod(member)
+        except BaseException as error:  # noqa: BLE001 (reported by run())
+            self.errors.append(error)
+
+    def run(self) -> RolloutLog:
+        started = time.monotonic()
+        for wave in self.waves:
+            threads = [threading.Thread(target=self.roll_statefulset, args=(sts,)) for sts in wave]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            if self.errors:
+                raise AssertionError(f"the rollout failed: {self.errors[0]!r}") from self.errors[0]
+        self.log.seconds = time.monotonic() - started
+        return self.log
+
+
+def member_group(member: Member) -> str:
+    """The StatefulSet a member belongs to: its pod name less the ordinal."""
+    return member.host.split(".", 1)[0].rsplit("-", 1)[0]
+
+
+def slot_owner(lab: RedisLab, slot: int) -> Member:
+    """The live master serving ``slot``, as the cluster sees it now."""
+    nodes = lab.node(lab.alive()[0]).execute_command("CLUSTER NODES")
+    for address, info in nodes.items():
+        if "master" in info["flags"] and any(int(r[0]) <= slot <= int(r[-1]) for r in info["slots"]):
+            return next(m for m in lab.members if m.ip == address.split(":")[0])
+    raise AssertionError(f"no master serves slot {slot}")
+
+
+def fill(lab: RedisLab, mib: int, shards: int, value_kib: int = 4) -> int:
+    """Load about ``mib`` MiB, spread evenly over the shards (straight to each master); returns the key count."""
+    value = "v" * (value_kib * 1024)
+    per_shard = mib * 1024 // value_kib // shards
+    for shard in range(shards):
+        tag = tag_in_shard(shard, shards)
+        master = slot_owner(lab, key_slot(tag.encode()))
+        node = redis.Redis(host=master.ip, port=PORT, password=PASSWORD, socket_timeout=30)
+        for start in range(0, per_shard, 1000):
+            pipe = node.pipeline(transaction=False)
+            for index in range(start, min(start + 1000, per_shard)):
+                pipe.set(f"{{{tag}}}fill:{index}", value)
+            pipe.execute()
+        node.close()
+    return per_shard * shards
+
+
+def masters_by_zone(lab: RedisLab) -> dict[str, int]:
+    """How many live masters each zone holds."""
+    counts: dict[str, int] = {}
+    for member in lab.alive():
+        if lab.role(member) == "master":
+            counts[member.zone] = counts.get(member.zone, 0) + 1
+    return counts

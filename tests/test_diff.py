@@ -188,3 +188,16 @@ def test_immutable_selector_and_statefulset_removal() -> None:
            "(spec.selector.matchLabels.tier)" in flags
     assert "StatefulSet ai-serving/redis-us-east-1a: removed: its data goes with it (volumes are orphaned or " \
            "deleted)" in flags
+
+
+def test_a_redis_pod_template_change_is_flagged_as_a_rolling_restart() -> None:
+    base = _resources("prod")
+    head = copy.deepcopy(base)
+    sts = next(r for r in head if r["name"] == "redis-us-east-1b-sts")
+    sts["inputs"]["spec"]["template"]["spec"]["containers"][0]["image"] = "redis:7.2.6"
+    assert _flag(base, head) == ["StatefulSet ai-serving/redis-us-east-1b: pod template changed: every member "
+                                 "restarts, one at a time, zone after zone (expect brief handovers; watch the "
+                                 "balance Job)"]
+    quiet = copy.deepcopy(base)
+    next(r for r in quiet if r["name"] == "redis-us-east-1b-sts")["inputs"]["spec"]["replicas"] = 2
+    assert not any("pod template changed" in flag for flag in _flag(base, quiet))

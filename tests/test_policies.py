@@ -39,6 +39,12 @@ def find(resources: list[CapturedResource], kind: str, name: str) -> dict[str, A
     raise KeyError(f"{kind} {name}")
 
 
+def redis_config(resources: list[CapturedResource]) -> dict[str, Any]:
+    """The data of the Redis ConfigMap (content-named, so found by what it holds)."""
+    return next(r.inputs["data"] for r in resources
+                if r.inputs.get("kind") == "ConfigMap" and "redis.conf" in r.inputs.get("data", {}))
+
+
 def pod(resources: list[CapturedResource], kind: str, name: str) -> dict[str, Any]:
     return find(resources, kind, name)["spec"]["template"]["spec"]
 
@@ -124,9 +130,8 @@ CASES: list[tuple[str, str, Mutation, bool]] = [
     ("namespace-default-deny", "default deny with a label",
      set_in(["metadata", "labels", "team"], "ml", "NetworkPolicy", "default-deny"), False),
     ("redis-cluster-ha", "AOF off",
-     lambda rs: find(rs, "ConfigMap", "redis-config")["data"].update(
-         {"redis.conf": find(rs, "ConfigMap", "redis-config")["data"]["redis.conf"].replace(
-             "appendonly yes", "appendonly no")}), True),
+     lambda rs: redis_config(rs).update({"redis.conf": redis_config(rs)["redis.conf"].replace(
+         "appendonly yes", "appendonly no")}), True),
     ("redis-cluster-ha", "no PVC", set_in(["spec", "volumeClaimTemplates"], [], STS, "redis-us-east-1b"), True),
     ("redis-cluster-ha", "password as a literal",
      set_in([*SERVER, "env", 3], {"name": "REDIS_PASSWORD", "value": "x"}, STS, "redis-us-east-1a"), True),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import pulumi
 import pytest
 
 from ha_ai_stack import InferenceService, InferenceServiceArgs, RedisCluster, RedisClusterArgs
@@ -46,10 +47,11 @@ def test_objects_and_their_ha_settings(preview: bool) -> None:
         zone = sts["metadata"]["name"].removeprefix("redis-")
         terms = spec["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
         assert terms["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == [zone]
-        assert sts["metadata"]["annotations"] == {"pulumi.com/skipAwait": "true"}
+        assert "annotations" not in sts["metadata"]  # no skipAwait: the engine awaits every rollout
         pod = spec["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["terminationGracePeriodSeconds"] == 90
+        assert pod["volumes"][0]["configMap"]["name"] == only(capture, "ConfigMap")["metadata"]["name"]
         redis = pod["containers"][0]
         assert redis["lifecycle"]["preStop"]["exec"]["command"] == ["sh", "/etc/redis/pre-stop.sh"]
         assert {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "redis-auth", "key": "password"}}} \
@@ -96,16 +98,89 @@ def test_network_policy_ports() -> None:
     ]
 
 
+def jobs(capture: Any) -> dict[str, Any]:
+    return {r.name: r for r in capture.of_type("kubernetes:batch/v1:Job")}
+
+
 def test_bootstrap_job_name_follows_the_topology(preview: bool) -> None:
     def job_name(**fields: Any) -> str:
-        return only(build(preview, **fields), "Job")["metadata"]["name"]
+        return jobs(build(preview, **fields))["redis-bootstrap"].inputs["metadata"]["name"]
 
     same = job_name(zones=ZONES)
+    assert same.startswith("redis-bootstrap-")
     assert same == job_name(zones=ZONES, memory="4Gi")  # not a topology change
     assert same != job_name(zones=ZONES, shards=6)
-    [job] = build(preview, zones=ZONES).of_type("kubernetes:batch/v1:Job")
-    statefulsets = {r.urn for r in build(preview, zones=ZONES).of_type("kubernetes:apps/v1:StatefulSet")}
-    assert statefulsets <= set(job.dependencies)
+    capture = build(preview, zones=ZONES)
+    statefulsets = {r.urn for r in capture.of_type("kubernetes:apps/v1:StatefulSet")}
+    assert statefulsets <= set(jobs(capture)["redis-bootstrap"].dependencies)
+
+
+def test_zones_roll_one_after_another_and_every_await_outlasts_its_work(preview: bool) -> None:
+    capture = build(preview, zones=ZONES, handover_timeout_seconds=60, member_ready_timeout_seconds=600)
+    statefulsets = capture.of_type("kubernetes:apps/v1:StatefulSet")
+    [config_map] = capture.of_type("kubernetes:core/v1:ConfigMap")
+    assert [r.name for r in statefulsets] == [f"redis-{z}-sts" for z in ZONES]
+    # Each zone waits for the previous zone's rollout, so the engine never rolls two zones at once.
+    assert config_map.urn in statefulsets[0].dependencies
+    for earlier, later in zip(statefulsets, statefulsets[1:]):
+        assert earlier.urn in later.dependencies
+        assert later.urn not in earlier.dependencies
+    # 2 members per zone x (grace 90 s + ready 600 s) + 300 s slack = 1680 s, written out here.
+    templates = objects_of(capture, "StatefulSet")
+    startup = templates[0]["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] == 600
+    job_specs = {j["metadata"]["name"].rsplit("-", 1)[0]: j["spec"] for j in objects_of(capture, "Job")}
+    assert job_specs["redis-bootstrap"]["activeDeadlineSeconds"] == 1200
+    assert {"name": "BOOTSTRAP_TIMEOUT", "value": "900"} in \
+        job_specs["redis-bootstrap"]["template"]["spec"]["containers"][0]["env"]
+    assert job_specs["redis-balance"]["activeDeadlineSeconds"] == 900
+
+
+def test_custom_timeouts_follow_the_rollout_arithmetic(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+    original = pulumi.CustomResource.__init__
+
+    def record(self: Any, t: str, name: str, props: Any = None, opts: Any = None, *args: Any, **kw: Any) -> None:
+        if opts is not None and opts.custom_timeouts is not None:
+            seen[name] = (opts.custom_timeouts.create, opts.custom_timeouts.update)
+        original(self, t, name, props, opts, *args, **kw)
+
+    monkeypatch.setattr(pulumi.CustomResource, "__init__", record)
+    build(False, zones=ZONES, handover_timeout_seconds=60, member_ready_timeout_seconds=600)
+    assert seen["redis-us-east-1a-sts"] == ("1680s", "1680s")  # 2 x (90 + 600) + 300
+    assert seen["redis-bootstrap"] == ("1200s", "1200s")  # BOOTSTRAP_TIMEOUT 900 + 300
+    assert seen["redis-balance"] == ("900s", "900s")  # BALANCE_TIMEOUT 600 + 300
+
+
+def test_a_config_change_is_a_new_config_map_and_rolls_the_members(preview: bool) -> None:
+    def names(**fields: Any) -> tuple[str, str, str]:
+        capture = build(preview, zones=ZONES, **fields)
+        config_map = only(capture, "ConfigMap")["metadata"]["name"]
+        volume = objects_of(capture, "StatefulSet")[0]["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"]
+        return config_map, volume, jobs(capture)["redis-balance"].inputs["metadata"]["name"]
+
+    before = names()
+    assert before[0] == before[1] and before[0].startswith("redis-config-")
+    after = names(node_timeout_ms=4000)  # redis.conf changes
+    assert after[0] == after[1] and after[0] != before[0]
+    assert after[2] != before[2], "a new pod template runs a new balance Job"
+    assert names(storage_size="30Gi")[0] == before[0]  # not in the ConfigMap
+
+
+def test_balance_runs_after_the_rollout_and_on_a_schedule(preview: bool) -> None:
+    capture = build(preview, zones=ZONES)
+    balance = jobs(capture)["redis-balance"]
+    statefulsets = {r.urn for r in capture.of_type("kubernetes:apps/v1:StatefulSet")}
+    assert statefulsets | {jobs(capture)["redis-bootstrap"].urn} <= set(balance.dependencies)
+    container = balance.inputs["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["sh", "/etc/redis/balance.sh"]
+    [cron] = objects_of(capture, "CronJob")
+    assert cron["spec"]["schedule"] == "*/10 * * * *" and cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"] == container["command"]
+    assert objects_of(build(preview, zones=ZONES, balance_schedule=None), "CronJob") == []
+    labels = balance.inputs["spec"]["template"]["metadata"]["labels"]
+    admin = next(p for p in objects_of(capture, "NetworkPolicy") if p["metadata"]["name"] == "redis-bootstrap")
+    assert admin["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
 
 
 def test_without_zones_members_need_distinct_nodes(preview: bool) -> None:

@@ -266,6 +266,10 @@ def risks(base: list[dict[str, Any]], head: list[dict[str, Any]], min_replicas: 
             found.append(Risk(diff.resource, "removed: its data goes with it (volumes are orphaned or deleted)"))
         if diff.status == "removed" and kind == "PodDisruptionBudget":
             found.append(Risk(diff.resource, "PodDisruptionBudget removed: a drain may take every replica at once"))
+        if diff.status == "changed" and kind == "StatefulSet" and any(
+                c.path.startswith("spec.template") for c in diff.changes):
+            found.append(Risk(diff.resource, "pod template changed: every member restarts, one at a time, zone "
+                                             "after zone (expect brief handovers; watch the balance Job)"))
         if kind == "RandomPassword" and diff.status in ("changed", "removed"):
             found.append(Risk(diff.resource, "the Redis password is replaced: an outage unless members and clients "
                                              "restart together"))

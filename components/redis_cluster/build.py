@@ -11,6 +11,7 @@ hostname anti-affinity keeps every member on its own node.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from importlib import resources as package_files
 from string import Template
@@ -20,6 +21,9 @@ from ..labels import selector_labels, standard_labels
 from ..scheduling import HOSTNAME, ZONE, Placement, separate
 from ..security import restricted_container_security_context, restricted_pod_security_context
 from .spec import (
+    AWAIT_SLACK_SECONDS,
+    BALANCE_TIMEOUT_SECONDS,
+    BOOTSTRAP_TIMEOUT_SECONDS,
     BUS_PORT,
     CLIENT_PORT,
     COMPONENT,
@@ -108,7 +112,7 @@ def _password_env(secret_name: str) -> dict[str, Any]:
 
 
 def statefulset_spec(
-    name: str, spec: RedisClusterArgs, group: str, zone: str | None, replicas: int, secret_name: str
+    name: str, spec: RedisClusterArgs, group: str, zone: str | None, replicas: int, secret_name: str, config_map: str
 ) -> dict[str, Any]:
     """One StatefulSet: the members of one zone (or all members, without zones)."""
     selector = selector_labels(name, name)
@@ -135,7 +139,8 @@ def statefulset_spec(
                   {"name": "cluster-bus", "containerPort": BUS_PORT, "protocol": "TCP"}],
         "resources": {"requests": dict(amounts), "limits": dict(amounts)},
         "securityContext": restricted_container_security_context(),
-        "startupProbe": _script_probe("liveness.sh", 5, 120),
+        # A member may load and sync for member_ready_timeout_seconds before the kubelet gives up on it.
+        "startupProbe": _script_probe("liveness.sh", 5, max(1, spec.member_ready_timeout_seconds // 5)),
         "readinessProbe": _script_probe("readiness.sh", 5, 2),
         "livenessProbe": _script_probe("liveness.sh", 10, 6),
         "lifecycle": {"preStop": {"exec": {"command": ["sh", f"{CONFIG_DIR}/pre-stop.sh"]}}},
@@ -186,7 +191,7 @@ def statefulset_spec(
                 "terminationGracePeriodSeconds": spec.grace_period_seconds(),
                 "affinity": affinity,
                 "containers": containers,
-                "volumes": [{"name": "config", "configMap": {"name": f"{name}-config", "defaultMode": 0o555}},
+                "volumes": [{"name": "config", "configMap": {"name": config_map, "defaultMode": 0o555}},
                             {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
                             {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
             },
@@ -226,20 +231,29 @@ def _dns_egress() -> dict[str, Any]:
     }
 
 
+def admin_labels(name: str) -> dict[str, str]:
+    """Labels of the bootstrap and balance Jobs' pods: what their NetworkPolicy selects."""
+    return {**client_labels(name), f"ha-ai-stack/{name}-admin": "true"}
+
+
 def bootstrap_policy_spec(name: str) -> dict[str, Any]:
-    """The bootstrap Job may reach the members' client port and DNS, nothing else."""
+    """The admin Jobs (bootstrap, balance) may reach the members' client port and DNS, nothing else."""
     return {
-        "podSelector": {"matchLabels": {**client_labels(name), "app.kubernetes.io/component": "redis-bootstrap"}},
+        "podSelector": {"matchLabels": admin_labels(name)},
         "policyTypes": ["Ingress", "Egress"],
         "egress": [{"to": [{"podSelector": {"matchLabels": selector_labels(name, name)}}],
                     "ports": [{"port": CLIENT_PORT, "protocol": "TCP"}]}, _dns_egress()],
     }
 
 
-def bootstrap_job_spec(name: str, spec: RedisClusterArgs, secret_name: str) -> dict[str, Any]:
-    labels = {**standard_labels(name, name, "redis-bootstrap"), **client_labels(name)}
+def _admin_job_spec(name: str, spec: RedisClusterArgs, secret_name: str, config_map: str, *, script: str,
+                    env: dict[str, str], backoff_limit: int, deadline_seconds: int) -> dict[str, Any]:
+    """A Job running one shipped script against the members (bootstrap.sh, balance.sh)."""
+    component = f"redis-{script.removesuffix('.sh')}"
+    labels = {**standard_labels(name, name, component), **admin_labels(name)}
     return {
-        "backoffLimit": 20,
+        "backoffLimit": backoff_limit,
+        "activeDeadlineSeconds": deadline_seconds,
         "template": {
             "metadata": {"labels": labels},
             "spec": {
@@ -248,22 +262,55 @@ def bootstrap_job_spec(name: str, spec: RedisClusterArgs, secret_name: str) -> d
                 "enableServiceLinks": False,
                 "securityContext": restricted_pod_security_context(REDIS_UID),
                 "containers": [{
-                    "name": "bootstrap",
+                    "name": script.removesuffix(".sh"),
                     "image": spec.image,
                     "imagePullPolicy": "IfNotPresent",
-                    "command": ["sh", f"{CONFIG_DIR}/bootstrap.sh"],
+                    "command": ["sh", f"{CONFIG_DIR}/{script}"],
                     "env": [_password_env(secret_name),
                             {"name": "TOPOLOGY_FILE", "value": f"{CONFIG_DIR}/topology.txt"},
-                            {"name": "BOOTSTRAP_TIMEOUT", "value": "900"}],
+                            *({"name": k, "value": v} for k, v in env.items())],
                     "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
                                   "limits": {"cpu": "200m", "memory": "128Mi"}},
                     "securityContext": restricted_container_security_context(),
                     "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR}],
                 }],
-                "volumes": [{"name": "config", "configMap": {"name": f"{name}-config", "defaultMode": 0o555}}],
+                "volumes": [{"name": "config", "configMap": {"name": config_map, "defaultMode": 0o555}}],
             },
         },
     }
+
+
+def bootstrap_job_spec(name: str, spec: RedisClusterArgs, secret_name: str, config_map: str) -> dict[str, Any]:
+    """Forms the cluster once (bootstrap.sh is idempotent)."""
+    return _admin_job_spec(name, spec, secret_name, config_map, script="bootstrap.sh",
+                           env={"BOOTSTRAP_TIMEOUT": str(BOOTSTRAP_TIMEOUT_SECONDS)}, backoff_limit=20,
+                           deadline_seconds=BOOTSTRAP_TIMEOUT_SECONDS + AWAIT_SLACK_SECONDS)
+
+
+def balance_job_spec(name: str, spec: RedisClusterArgs, secret_name: str, config_map: str) -> dict[str, Any]:
+    """Moves masters back to their home zones (balance.sh), after a rollout or on a schedule."""
+    return _admin_job_spec(name, spec, secret_name, config_map, script="balance.sh",
+                           env={"BALANCE_TIMEOUT": str(BALANCE_TIMEOUT_SECONDS),
+                                "HANDOVER_TIMEOUT": str(spec.handover_timeout_seconds)},
+                           backoff_limit=3, deadline_seconds=BALANCE_TIMEOUT_SECONDS + AWAIT_SLACK_SECONDS)
+
+
+def balance_cron_job_spec(name: str, spec: RedisClusterArgs, secret_name: str, config_map: str) -> dict[str, Any]:
+    assert spec.balance_schedule is not None
+    return {
+        "schedule": spec.balance_schedule,
+        "timeZone": "Etc/UTC",
+        "concurrencyPolicy": "Forbid",
+        "startingDeadlineSeconds": 300,
+        "successfulJobsHistoryLimit": 1,
+        "failedJobsHistoryLimit": 3,
+        "jobTemplate": {"spec": balance_job_spec(name, spec, secret_name, config_map)},
+    }
+
+
+def short_hash(value: Any) -> str:
+    """10 hex digits of the SHA-256 of ``value`` as canonical JSON (names that change with their content)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def topology_hash(files: dict[str, str]) -> str:
@@ -271,3 +318,7 @@ def topology_hash(files: dict[str, str]) -> str:
     return hashlib.sha256(files["topology.txt"].encode()).hexdigest()[:10]
 
 
+def config_map_name(name: str, files: dict[str, str]) -> str:
+    """Content-named: a changed redis.conf or script is a NEW ConfigMap, which changes the pod template and
+    so rolls every member safely; the old one, still mounted by running pods, is deleted only after."""
+    return f"{name}-config-{short_hash(files)}"

@@ -20,18 +20,30 @@ from ..labels import selector_labels, standard_labels
 from ..options import child_options, register_public_outputs
 from .build import (
     Member,
+    balance_cron_job_spec,
+    balance_job_spec,
     bootstrap_job_spec,
     bootstrap_policy_spec,
     client_labels,
     config_files,
+    config_map_name,
     headless_service_name,
     member_host,
     network_policy_spec,
     plan_members,
+    short_hash,
     statefulset_spec,
     topology_hash,
 )
-from .spec import BUS_PORT, CLIENT_PORT, COMPONENT, RedisClusterArgs
+from .spec import (
+    AWAIT_SLACK_SECONDS,
+    BALANCE_TIMEOUT_SECONDS,
+    BOOTSTRAP_TIMEOUT_SECONDS,
+    BUS_PORT,
+    CLIENT_PORT,
+    COMPONENT,
+    RedisClusterArgs,
+)
 
 
 class RedisCluster(pulumi.ComponentResource):
@@ -55,6 +67,10 @@ class RedisCluster(pulumi.ComponentResource):
     """Member and bootstrap traffic rules under the namespace's default deny."""
     bootstrap_job: k8s.batch.v1.Job
     """Forms the cluster once; named by the topology hash."""
+    balance_job: k8s.batch.v1.Job
+    """Runs balance.sh after every rollout (named by the hash of the pod templates): masters back to one per zone."""
+    balance_cron_job: k8s.batch.v1.CronJob | None
+    """Runs balance.sh on ``balance_schedule``, to undo unplanned failovers; none when the schedule is null."""
     connection: RedisConnection
     """The connection contract: pass it as ``InferenceServiceArgs.redis``."""
 
@@ -80,7 +96,8 @@ class RedisCluster(pulumi.ComponentResource):
         self.secret = k8s.core.v1.Secret(
             f"{name}-secret", metadata=metadata(secret_name), type="Opaque",
             string_data={"password": self.password.result}, opts=child)
-        self.config_map = k8s.core.v1.ConfigMap(f"{name}-config", metadata=metadata(f"{name}-config"),
+        config_map = config_map_name(name, files)
+        self.config_map = k8s.core.v1.ConfigMap(f"{name}-config", metadata=metadata(config_map),
                                                 data=files, opts=child)
         ports = [{"name": "redis", "port": CLIENT_PORT, "targetPort": "redis", "protocol": "TCP"}]
         self.headless_service = k8s.core.v1.Service(
@@ -96,18 +113,25 @@ class RedisCluster(pulumi.ComponentResource):
         groups: dict[str, list[Member]] = {}
         for member in self.members:
             groups.setdefault(member.group, []).append(member)
-        # Members only become ready once the cluster is formed, and the bootstrap Job forms it, so the
-        # StatefulSets must not block on readiness; the Job is what Pulumi waits for.
-        sts_opts = child_options(self, opts, depends_on=[self.config_map, self.secret])
-        self.stateful_sets = [
-            k8s.apps.v1.StatefulSet(
+        # One zone after another: each StatefulSet waits for the previous one's rollout, and the engine
+        # awaits each rollout (every pod Ready), so at most one member of the whole cluster is down at a
+        # time. readiness.sh is honest before bootstrap (a fresh, empty member is ready) and after it (a
+        # replica only once its first sync is done), so a fresh install cannot deadlock on this chain.
+        specs = {group: statefulset_spec(name, args, group, group_members[0].zone, len(group_members), secret_name,
+                                         config_map)
+                 for group, group_members in groups.items()}
+        self.stateful_sets = []
+        previous: list[Any] = [self.config_map, self.secret]
+        for group, group_members in groups.items():
+            await_for = f"{args.statefulset_await_seconds(len(group_members))}s"
+            sts = k8s.apps.v1.StatefulSet(
                 f"{group}-sts",
-                metadata={**metadata(group, {"ha-ai-stack/redis-group": group}),
-                          "annotations": {"pulumi.com/skipAwait": "true"}},
-                spec=statefulset_spec(name, args, group, members[0].zone, len(members), secret_name),
-                opts=sts_opts)
-            for group, members in groups.items()
-        ]
+                metadata=metadata(group, {"ha-ai-stack/redis-group": group}),
+                spec=specs[group],
+                opts=child_options(self, opts, depends_on=previous,
+                                   custom_timeouts=pulumi.CustomTimeouts(create=await_for, update=await_for)))
+            self.stateful_sets.append(sts)
+            previous = [sts]
         self.pod_disruption_budget = k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb", metadata=metadata(name),
             spec={"maxUnavailable": 1, "selector": {"matchLabels": selector}}, opts=child)
@@ -117,13 +141,30 @@ class RedisCluster(pulumi.ComponentResource):
             k8s.networking.v1.NetworkPolicy(f"{name}-bootstrap-netpol", metadata=metadata(f"{name}-bootstrap"),
                                             spec=bootstrap_policy_spec(name), opts=child),
         ]
-        job_name = f"{name}-bootstrap-{topology_hash(files)}"
+        bootstrap_await = f"{BOOTSTRAP_TIMEOUT_SECONDS + AWAIT_SLACK_SECONDS}s"
         self.bootstrap_job = k8s.batch.v1.Job(
-            f"{name}-bootstrap", metadata=metadata(job_name),
-            spec=bootstrap_job_spec(name, args, secret_name),
+            f"{name}-bootstrap", metadata=metadata(f"{name}-bootstrap-{topology_hash(files)}"),
+            spec=bootstrap_job_spec(name, args, secret_name, config_map),
             opts=child_options(self, opts, depends_on=[*self.stateful_sets, *self.network_policies,
                                                        self.headless_service],
-                               delete_before_replace=True))
+                               delete_before_replace=True,
+                               custom_timeouts=pulumi.CustomTimeouts(create=bootstrap_await, update=bootstrap_await)))
+        # A new Job for every new set of pod templates, after the last zone has rolled: the rollout's
+        # handovers leave masters bunched in some zones, and a zone loss then would lose the majority.
+        templates = [spec["template"] for spec in specs.values()]
+        balance_await = f"{BALANCE_TIMEOUT_SECONDS + AWAIT_SLACK_SECONDS}s"
+        self.balance_job = k8s.batch.v1.Job(
+            f"{name}-balance", metadata=metadata(f"{name}-balance-{short_hash(templates)}"),
+            spec=balance_job_spec(name, args, secret_name, config_map),
+            opts=child_options(self, opts, depends_on=[*self.stateful_sets, self.bootstrap_job],
+                               delete_before_replace=True,
+                               custom_timeouts=pulumi.CustomTimeouts(create=balance_await, update=balance_await)))
+        self.balance_cron_job = (
+            k8s.batch.v1.CronJob(
+                f"{name}-balance-schedule", metadata=metadata(f"{name}-balance"),
+                spec=balance_cron_job_spec(name, args, secret_name, config_map),
+                opts=child_options(self, opts, depends_on=[self.bootstrap_job]))
+            if args.balance_schedule else None)
         self.connection = RedisConnection(
             seed_hosts=[member_host(name, namespace, m) for m in self.members],
             port=CLIENT_PORT,

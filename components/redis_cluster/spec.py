@@ -15,7 +15,11 @@ COMPONENT = "redis"
 REDIS_UID = 999  # the official redis image's "redis" user
 CLIENT_PORT = 6379
 BUS_PORT = 16379
-SCRIPTS = ("lib.sh", "start.sh", "bootstrap.sh", "pre-stop.sh", "readiness.sh", "liveness.sh")
+SCRIPTS = ("lib.sh", "start.sh", "bootstrap.sh", "balance.sh", "pre-stop.sh", "readiness.sh", "liveness.sh")
+# The scripts' own deadlines (seconds); each await Pulumi makes on a Job is longer than its script's.
+BOOTSTRAP_TIMEOUT_SECONDS = 900
+BALANCE_TIMEOUT_SECONDS = 600
+AWAIT_SLACK_SECONDS = 300
 CONFIG_DIR = "/etc/redis"
 DATA_DIR = "/data"
 RUN_DIR = "/run/redis"
@@ -53,11 +57,27 @@ class RedisClusterSpec(ArgsModel):
     handover_timeout_seconds: int = Field(
         default=60, ge=5, le=600, description="pre-stop's wait for a master handover; grace period adds 30 s."
     )
+    member_ready_timeout_seconds: int = Field(
+        default=600, ge=60, le=7200,
+        description="Longest time one member may take to restart, load its data and finish its first sync. A "
+                    "rollout restarts members one at a time, so Pulumi awaits each StatefulSet for its members x "
+                    "(this + the grace period).")
+    balance_schedule: str | None = Field(
+        default="*/10 * * * *",
+        description="Cron schedule (UTC) of the balance CronJob that moves masters back to one per zone after "
+                    "unplanned failovers; null turns it off (a balance Job still runs after every rollout).")
     metrics_exporter: bool = Field(default=False, description="Add a redis_exporter sidecar on port 9121.")
     exporter_image: str = Field(default="oliver006/redis_exporter:v1.62.0", description="Exporter image, pinned.")
 
     _check_images = field_validator("image", "exporter_image")(require_pinned_image)
     _check_quantities = field_validator("storage_size", "cpu", "memory")(positive_quantity)
+
+    @field_validator("balance_schedule")
+    @classmethod
+    def _cron(cls, schedule: str | None) -> str | None:
+        if schedule is not None and len(schedule.split()) != 5:
+            raise ValueError(f"must be a 5-field cron schedule such as '*/10 * * * *' (got {schedule!r})")
+        return schedule
 
     @field_validator("zones")
     @classmethod
@@ -94,6 +114,11 @@ class RedisClusterSpec(ArgsModel):
 
     def grace_period_seconds(self) -> int:
         return self.handover_timeout_seconds + 30
+
+    def statefulset_await_seconds(self, members: int) -> int:
+        """How long Pulumi waits for one StatefulSet's rollout: one member after another, each stopping
+        (grace period) and coming back ready (load and first sync), plus scheduling slack."""
+        return members * (self.grace_period_seconds() + self.member_ready_timeout_seconds) + AWAIT_SLACK_SECONDS
 
 
 class RedisClusterArgs(RedisClusterSpec):

@@ -1,7 +1,11 @@
 #!/bin/sh
 # Planned stop: a master first hands its slots to an in-sync replica with CLUSTER FAILOVER (which
-# waits until the replica has every write), waits until the roles have switched, then shuts down with
-# a save. Writes pause for the handover instead of failing for a whole node-timeout.
+# waits until the replica has every write), waits until the roles have switched, then shuts down.
+# Writes pause for the handover instead of failing for a whole node-timeout.
+#
+# SHUTDOWN NOSAVE, not SAVE: with appendonly yes the restart loads the AOF (flushed and fsynced by any
+# SHUTDOWN) and ignores dump.rdb, so a final RDB dump only lengthens the stop (a blocking save of the
+# whole dataset) and risks the grace period's SIGKILL, which would cost the last second of the AOF.
 #
 # Env: REDIS_HOST (this member, default 127.0.0.1), REDIS_PASSWORD, REDIS_PORT (6379),
 #      PRESTOP_TIMEOUT (seconds to wait for the handover, default 60).
@@ -45,4 +49,4 @@ if [ "$(rcli "$me" ROLE 2>/dev/null | head -1)" = master ]; then
     log "no in-sync replica: stopping without a handover"
   fi
 fi
-rcli "$me" SHUTDOWN SAVE > /dev/null 2>&1 || true
+rcli "$me" SHUTDOWN NOSAVE > /dev/null 2>&1 || true
