@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import statistics
 import sys
 import tempfile
 import time
@@ -24,8 +23,9 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
+from table import header, row  # noqa: E402
 from tests.conftest import run_stack_config  # noqa: E402
-from tests.redis_lab import RedisLab, Writer, config_map_files, tag_in_shard  # noqa: E402
+from tests.redis_lab import RedisLab, Writer, config_map_files, running_lab, tag_in_shard  # noqa: E402
 
 REDIS_DEFAULT_TIMEOUT_MS = 15000
 OTHER_TIMEOUTS_MS = [2000, 5000]  # either side of ours, to show why ours was chosen
@@ -42,14 +42,9 @@ def files_for(node_timeout_ms: int | None) -> dict[str, str]:
 
 
 def with_lab(files: dict[str, str], trial) -> float:
-    with tempfile.TemporaryDirectory(prefix="redis-bench-") as workdir:
-        lab = RedisLab(files, Path(workdir), first_ip=BENCH_FIRST_IP)
-        try:
-            lab.start_all()
-            lab.bootstrap()
-            return trial(lab)
-        finally:
-            lab.close()
+    with tempfile.TemporaryDirectory(prefix="redis-bench-") as workdir, \
+            running_lab(files, Path(workdir), first_ip=BENCH_FIRST_IP) as lab:
+        return trial(lab)
 
 
 def failover_gap(lab: RedisLab) -> float:
@@ -108,12 +103,6 @@ def spurious_failovers(lab: RedisLab, seconds: float) -> float:
     return float(len(masters_before - masters_after))
 
 
-def row(label: str, values: list[float], baseline: list[float] | None = None) -> str:
-    ratio = f"{statistics.median(values) / statistics.median(baseline):.2f}x" if baseline else ""
-    return (f"{label:<48} | {statistics.median(values):>8.2f} | {min(values):>6.2f} | {max(values):>6.2f} "
-            f"| {ratio:>6}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -141,7 +130,7 @@ def main() -> None:
         spurious.append(with_lab(ours, lambda lab: spurious_failovers(lab, options.soak_seconds)))
 
     print(f"Redis Cluster, 3 shards x 1 replica over 3 zones on loopback, {options.runs} runs each")
-    print(f"{'figure':<48} | {'median':>8} | {'min':>6} | {'max':>6} | {'ratio':>6}")
+    print(header())
     print(row(f"failover write gap (s), node-timeout {REDIS_DEFAULT_TIMEOUT_MS}", failover_default))
     for ms in sorted(OTHER_TIMEOUTS_MS, reverse=True):
         print(row(f"failover write gap (s), node-timeout {ms}", failover_other[ms], failover_default))

@@ -14,6 +14,8 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,6 +179,18 @@ class RedisLab:
         seeds = [ClusterNode(m.ip, PORT) for m in (self.alive() or self.members)]
         return RedisCluster(startup_nodes=seeds, password=PASSWORD, decode_responses=True,
                             address_remap=remap, socket_timeout=1, socket_connect_timeout=0.5)
+
+
+@contextmanager
+def running_lab(files: dict[str, str], workdir: Path, first_ip: int = 11) -> Iterator[RedisLab]:
+    """A bootstrapped cluster from ``files``; every process is killed afterwards, pass or fail."""
+    lab = RedisLab(files, workdir, first_ip=first_ip)
+    try:
+        lab.start_all()
+        lab.bootstrap()
+        yield lab
+    finally:
+        lab.close()
 
 
 # What a cluster client raises while members fail over or restart (RedisClusterException is not a RedisError).

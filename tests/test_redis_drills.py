@@ -13,19 +13,14 @@ from pathlib import Path
 import pytest
 
 from .conftest import stack_capture
-from .redis_lab import RedisLab, Writer, config_map_files, lost_keys, tag_in_shard
+from .redis_lab import RedisLab, Writer, config_map_files, lost_keys, running_lab, tag_in_shard
 
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[RedisLab]:
     """A bootstrapped 3 x 1 cluster over three zones; every process is killed afterwards, pass or fail."""
-    cluster = RedisLab(config_map_files(stack_capture("prod")), tmp_path)
-    try:
-        cluster.start_all()
-        cluster.bootstrap()
+    with running_lab(config_map_files(stack_capture("prod")), tmp_path) as cluster:
         yield cluster
-    finally:
-        cluster.close()
 
 
 def node_ids_and_slots(lab: RedisLab) -> dict[str, tuple[str, str]]:

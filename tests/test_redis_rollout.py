@@ -24,6 +24,7 @@ from .redis_lab import (
     lost_keys,
     masters_by_zone,
     rollout_waves,
+    running_lab,
     tag_in_shard,
 )
 
@@ -38,13 +39,8 @@ def prod_capture():  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def lab(tmp_path: Path, prod_capture) -> Iterator[RedisLab]:  # type: ignore[no-untyped-def]
-    cluster = RedisLab(config_map_files(prod_capture), tmp_path, first_ip=31)
-    try:
-        cluster.start_all()
-        cluster.bootstrap()
+    with running_lab(config_map_files(prod_capture), tmp_path, first_ip=31) as cluster:
         yield cluster
-    finally:
-        cluster.close()
 
 
 def node_timeout_ms(lab: RedisLab) -> int:

@@ -1,11 +1,7 @@
-"""RedisCluster: a zone-aware Redis Cluster that survives failover, full restarts and zone loss.
+"""RedisCluster: a zone-aware Redis Cluster that survives failover, full restarts, rollouts and zone loss.
 
-Layout: one StatefulSet per zone, pinned there by node affinity (EBS volumes are zonal anyway).
-Shard i's master lives in zone i mod Z and its replica j in zone (i + j) mod Z, so no two members
-of a shard share a zone and no zone holds a majority of the masters. The pairing is written to
-``topology.txt`` in the ConfigMap, and ``bootstrap.sh`` makes each replica follow its own shard's
-master, so the layout holds from the first boot. Without zones, one StatefulSet with required
-hostname anti-affinity keeps every member on its own node.
+The placement and the objects are built in ``build`` (see its docstring for the layout); this module
+only wires them into resources, in the order a safe rollout needs.
 """
 
 from typing import Any

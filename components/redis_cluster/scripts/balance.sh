@@ -92,14 +92,14 @@ for shard in $(members | awk '$2 == "master" { print $1 }' | sort -n); do
   # The master learns its replicas through gossip and ignores a failover request from a node it does not
   # list yet; a manual failover that gets no answer times out after 5 s. So ask again until the deadline.
   handover_until=$(( $(date +%s) + ${HANDOVER_TIMEOUT:-60} ))
-  until [ "$(rcli "$home_ip" ROLE 2>/dev/null | head -1)" = master ]; do
+  until [ "$(role_of "$home_ip")" = master ]; do
     if [ "$(date +%s)" -ge "$handover_until" ] || [ "$(date +%s)" -ge "$deadline" ]; then
       log "shard $shard: $home did not take over in time: stopping"
       exit 1
     fi
     rcli "$home_ip" CLUSTER FAILOVER > /dev/null
     asked=$(date +%s)
-    while [ "$(rcli "$home_ip" ROLE 2>/dev/null | head -1)" != master ] && [ $(( $(date +%s) - asked )) -lt 6 ]; do
+    while [ "$(role_of "$home_ip")" != master ] && [ $(( $(date +%s) - asked )) -lt 6 ]; do
       sleep 0.2
     done
   done

@@ -23,6 +23,9 @@ rcli() {
   redis-cli --no-auth-warning --raw -h "$_host" -p "$REDIS_PORT" "$@"
 }
 
+# role_of HOST: "master" or "slave" (first line of ROLE), or nothing when HOST does not answer.
+role_of() { rcli "$1" ROLE 2>/dev/null | head -1; }
+
 # info_field HOST SECTION FIELD: one field of INFO or CLUSTER INFO (SECTION "cluster" uses CLUSTER INFO).
 info_field() {
   if [ "$2" = cluster ]; then

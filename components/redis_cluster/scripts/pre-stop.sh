@@ -24,7 +24,7 @@ in_sync_replica() {
   done
 }
 
-if [ "$(rcli "$me" ROLE 2>/dev/null | head -1)" = master ]; then
+if [ "$(role_of "$me")" = master ]; then
   myid=$(rcli "$me" CLUSTER MYID)
   # The master learns a replica's role through gossip, so a replica that just (re)attached may not be
   # listed yet: keep looking for a while (a third of the budget) before stopping without a handover.
@@ -41,7 +41,7 @@ if [ "$(rcli "$me" ROLE 2>/dev/null | head -1)" = master ]; then
   if [ -n "$target" ]; then
     log "handing over to $target"
     REDIS_PORT=${target##*:} rcli "${target%:*}" CLUSTER FAILOVER > /dev/null
-    until [ "$(rcli "$me" ROLE 2>/dev/null | head -1)" = slave ]; do
+    until [ "$(role_of "$me")" = slave ]; do
       if [ "$(date +%s)" -ge "$deadline" ]; then log "handover did not finish in time: stopping anyway"; break; fi
       sleep 0.1
     done
