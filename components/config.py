@@ -14,9 +14,11 @@ from typing import Any, Literal, get_args
 import pulumi
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from . import names
 from .errors import ConfigError, dotted_path, problems_of
 from .gpu_node_pool import GpuNodePoolArgs
 from .inference import InferenceSpec
+from .inference.spec import SERVICE_NAME_MAX
 from .redis_cluster import RedisClusterSpec
 from .scheduling import gpu_fit_problem
 
@@ -25,7 +27,6 @@ Tier = Literal["dev", "staging", "prod"]
 TIERS: tuple[str, ...] = get_args(Tier)
 MIN_KUBERNETES_MINOR = 30  # preStop `sleep` action (beta, on by default since 1.30)
 MAX_KUBERNETES_MINOR = 37  # newest schema kubernetes-validate ships
-DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 # What each tier changes from the (production) model defaults. The README table is generated from this.
 TIER_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
@@ -36,15 +37,6 @@ TIER_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "staging": {"inference": {"replicas": 2}, "redis": {"storage_size": "10Gi"}},
     "prod": {"inference": {}, "redis": {}},
 }
-
-
-def _dns_label(value: str, max_length: int = 40) -> str:
-    if len(value) > max_length or not DNS_LABEL.match(value):
-        raise ValueError(
-            f"must be a DNS label: lowercase letters, digits and '-', starting with a letter, "
-            f"at most {max_length} characters (got {value!r})"
-        )
-    return value
 
 
 class _Section(BaseModel):
@@ -60,7 +52,7 @@ class InferenceEntry(InferenceSpec):
     )
     use_redis: bool = Field(default=False, description="Wire the stack's Redis connection into the pods.")
 
-    _check_name = field_validator("name")(_dns_label)
+    _check_name = field_validator("name")(lambda v: names.dns_1035_label(v, SERVICE_NAME_MAX))
 
 
 GpuPoolConfig = GpuNodePoolArgs  # the stack config's pool entries are the component's args
@@ -85,12 +77,15 @@ class StackConfig(_Section):
         default=True, description="Deploy the NVIDIA device plugin when there are GPU pools (off if the GPU "
                                   "operator or Bottlerocket already provides it).")
 
-    _check_namespace = field_validator("namespace")(lambda v: _dns_label(v, 63))
+    _check_namespace = field_validator("namespace")(names.dns_label)
 
     @field_validator("kubernetes_version")
     @classmethod
     def _supported_version(cls, value: str) -> str:
         match = re.fullmatch(r"1\.(\d+)", value)
+        if match and int(match[1]) < 10 and MIN_KUBERNETES_MINOR <= int(match[1]) * 10 <= MAX_KUBERNETES_MINOR:
+            raise ValueError(f"got {value!r}: YAML read an unquoted 1.{match[1]}0 as the number {value}; "
+                             f"quote it: kubernetes_version: \"1.{match[1]}0\"")
         if not match or not MIN_KUBERNETES_MINOR <= int(match[1]) <= MAX_KUBERNETES_MINOR:
             raise ValueError(
                 f"must be a supported minor version from 1.{MIN_KUBERNETES_MINOR} to 1.{MAX_KUBERNETES_MINOR} "
@@ -176,6 +171,19 @@ def validate_stack_config(raw: Mapping[str, Any]) -> StackConfig:
     return config
 
 
+def _all_configured_keys() -> set[str]:
+    return set(pulumi.runtime.get_config_env()) | set(pulumi.runtime.config.CONFIG.get())
+
+
+def _project_keys_meant_for_us() -> list[str]:
+    """Keys the CLI put in the project's namespace (a stack file key without ``haai:``) that name one of
+    our settings: the program would silently ignore them, so they are errors with a hint."""
+    prefix = pulumi.get_project() + ":"
+    fields = set(StackConfig.model_fields)
+    return sorted(f"{k}: ignored by the program (did you mean `{NAMESPACE}:{k[len(prefix):]}`?)"
+                  for k in _all_configured_keys() if k.startswith(prefix) and k[len(prefix):] in fields)
+
+
 def _configured_keys() -> list[str]:
     """Every configured key of the ``haai`` namespace.
 
@@ -184,7 +192,7 @@ def _configured_keys() -> list[str]:
     ``pulumi.runtime.get_config`` (filled by ``set_all_config``) or the ``PULUMI_CONFIG`` environment,
     so both are read.
     """
-    keys = set(pulumi.runtime.get_config_env()) | set(pulumi.runtime.config.CONFIG.get())
+    keys = _all_configured_keys()
     prefix = NAMESPACE + ":"
     return sorted(k[len(prefix):] for k in keys if k.startswith(prefix))
 
@@ -193,12 +201,20 @@ def read_pulumi_config() -> dict[str, Any]:
     """The ``haai:`` keys of the running stack, with structured values decoded from JSON."""
     config = pulumi.Config(NAMESPACE)
     raw: dict[str, Any] = {}
+    problems: list[str] = _project_keys_meant_for_us()
     for key in _configured_keys():
         text = config.get(key)
         if text is not None and text.lstrip()[:1] in ("{", "["):
-            raw[key] = json.loads(text)
+            try:
+                raw[key] = json.loads(text)
+            except json.JSONDecodeError as error:
+                problems.append(f"{config_path((key,))}: {text[:40]!r} starts like a list or map but is not one "
+                                f"({error.msg} at character {error.pos + 1}); write it as YAML, or quote it if "
+                                f"it is meant as text")
         else:
             raw[key] = text
+    if problems:
+        raise ConfigError(problems)
     return with_default_tier(raw, pulumi.get_stack())
 
 

@@ -158,6 +158,14 @@ def _hinted(problems: list[tuple[str, str]], hints: Mapping[str, str]) -> list[t
             for path, why in problems]
 
 
+def check_name(target: str, name: str, rule: Any, limit: int) -> None:
+    """A component's name, where it becomes a Kubernetes name: ArgsError with the rule's reason."""
+    try:
+        rule(name, limit)
+    except ValueError as error:
+        raise ArgsError(target, [("name", str(error))]) from None
+
+
 def validate_args(model: type[Model], args: Any, component: str) -> Model:
     """``args`` as a validated ``model``: an instance passes through, a mapping is validated."""
     if isinstance(args, model):

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import pulumi
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from . import names
 from .errors import ArgsError, ArgsModel, validate_args
 
 from .gpu_instances import GPU_INSTANCE_TYPES
@@ -96,6 +97,11 @@ class GpuNodePoolArgs(_Strict):
     capacity_type: Literal["on-demand", "spot"] = Field(default="on-demand", description="On-demand or spot.")
     eks: EksPoolSpec | None = Field(default=None, description="Settings of the eks backend.")
     karpenter: KarpenterPoolSpec | None = Field(default=None, description="Settings of the karpenter backend.")
+
+    # The name is a node label value, the Karpenter objects' names and the EKS node group's name.
+    _check_name = field_validator("name")(names.dns_label)
+    _check_labels = field_validator("node_labels")(names.labels)
+    _check_zones = field_validator("zones")(names.each(names.label_value))
 
     @model_validator(mode="after")
     def _backend_section(self) -> "GpuNodePoolArgs":

@@ -13,6 +13,8 @@ from .device_plugin import NvidiaDevicePlugin
 from .gpu_node_pool import GpuNodePool
 from .inference import InferenceService, InferenceServiceArgs, InferenceSpec
 from .labels import standard_labels
+from . import names
+from .errors import check_name
 from .options import child_options, register_public_outputs
 from .redis_cluster import RedisCluster, RedisClusterArgs, RedisClusterSpec
 
@@ -59,6 +61,7 @@ class HaAiStack(pulumi.ComponentResource):
         self, name: str, args: HaAiStackArgs | Mapping[str, Any], opts: pulumi.ResourceOptions | None = None
     ) -> None:
         config = args if isinstance(args, StackConfig) else validate_stack_config(args)
+        check_name(f"HaAiStack {name!r}", name, lambda value, _: names.label_value(value), names.LABEL_VALUE_MAX)
         super().__init__("haai:index:HaAiStack", name, None, opts)
         child = child_options(self, opts)
         labels = standard_labels(name, name, "namespace")

@@ -43,8 +43,8 @@ def test_every_problem_is_listed_in_one_error() -> None:
     with pytest.raises(ConfigError) as caught:
         validate_stack_config(raw)
     assert caught.value.problems == [
-        "haai:namespace: must be a DNS label: lowercase letters, digits and '-', starting with a letter, "
-        "at most 63 characters (got 'Bad_NS')",
+        "haai:namespace: 'Bad_NS' is not a valid DNS label: lowercase letters, digits and '-', starting and "
+        "ending with a letter or digit",
         "haai:inference[0].replicas: must be >= 1 (got 0)",
         "haai:inference[0].imag: unknown key (did you mean 'image'?)",
         "haai:inference[1].image: image 'ghcr.io/acme/model:latest' uses the 'latest' tag: pin a version or a digest",

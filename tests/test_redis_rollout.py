@@ -135,6 +135,8 @@ def force_failover(lab: RedisLab, shard: int) -> None:
         return lab.role(replica) == "master"
 
     lab.wait(took_over, f"shard {shard} failover", 60)
+    master = lab.member_of(shard, "master")
+    lab.wait(lambda: lab.role(master) == "slave", f"shard {shard}'s old master to follow", 30)
 
 
 def test_balance_moves_masters_home_without_losing_writes_and_then_changes_nothing(lab: RedisLab) -> None:

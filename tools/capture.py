@@ -19,11 +19,14 @@ from typing import Any
 
 import pulumi
 import yaml
+from google.protobuf import json_format
 from pulumi.runtime import rpc
 from pulumi.runtime.mocks import MockMonitor
-from pulumi.runtime.settings import get_root_resource
+from pulumi.runtime.settings import ROOT, get_root_resource
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
+
+from .stackfile import read_stack_config
 
 SECRET_MASK = "<secret>"
 UNKNOWN = "<unknown>"
@@ -118,16 +121,41 @@ class EchoMocks(pulumi.runtime.Mocks):
         return {}, None
 
 
+class DuplicateResourceError(pulumi.RunError):
+    """Two resources with one URN: the engine refuses the whole program, and so does the capture.
+
+    The SDK keeps a failed program's pending registrations on its event loop, so a later capture in the
+    same process can see this error again: one process per capture after a failure (the CLI is).
+    """
+
+
 class _RecordingMonitor(MockMonitor):
-    """The SDK's mock monitor, also recording each registration with its parent."""
+    """The SDK's mock monitor, also recording each registration with its parent.
+
+    Where the mock monitor is more lenient than the engine, it does what the engine does: a duplicate
+    URN is an error, and outputs a resource lists in ``additionalSecretOutputs`` (pulumi-random's
+    ``result``) come back as secrets.
+    """
 
     def __init__(self, mocks: pulumi.runtime.Mocks, capture: Capture) -> None:
         super().__init__(mocks)
         self._capture = capture
         self._lock = Lock()
+        self._urns: set[str] = set()
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
         response = super().RegisterResource(request)
+        with self._lock:
+            if response.urn in self._urns:
+                raise DuplicateResourceError(f"Duplicate resource URN '{response.urn}'; try giving it a unique name")
+            self._urns.add(response.urn)
+        if request.additionalSecretOutputs:
+            outputs = json_format.MessageToDict(response.object)
+            for key in request.additionalSecretOutputs:
+                if key in outputs and not rpc.is_rpc_secret(outputs[key]):
+                    outputs[key] = {rpc._special_sig_key: rpc._special_secret_sig, "value": outputs[key]}
+            response.object.Clear()
+            response.object.update(outputs)
         if request.type != "pulumi:pulumi:Stack":
             inputs = plain(rpc.deserialize_properties(request.object, keep_unknowns=True))
             record = CapturedResource(
@@ -164,6 +192,9 @@ def capture_program(
     Records go into ``sink`` when given, so a caller can see what was registered before an error.
     """
     capture = sink or Capture(project=project, stack=stack, preview=preview)
+    # A fresh root stack resource for every run, as every `pulumi up` has one: the SDK keeps the root
+    # in a global, and the last run's exports would otherwise show up in this run's.
+    ROOT.set(None)
     mocks = EchoMocks(preview)
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview,
                              monitor=_RecordingMonitor(mocks, capture))
@@ -208,7 +239,7 @@ class Project:
         if not path.is_file():
             known = ", ".join(self.stack_names()) or "none"
             raise StackNotFoundError(f"stack {stack!r} not found: no {path} (stacks: {known})")
-        return (yaml.safe_load(path.read_text()) or {}).get("config", {}) or {}
+        return read_stack_config(path, self.name)
 
     def run_program(self) -> None:
         """Run the project's own ``__main__.py`` with the project root first on the import path."""

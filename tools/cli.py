@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
+import pulumi
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -15,7 +16,7 @@ from .capture import Capture, Project, StackNotFoundError, capture_stack, defaul
 from ha_ai_stack.config import stack_file_config, validate_stack_config
 from ha_ai_stack.errors import ConfigError
 from .policy_check import Finding, check_capture
-from .render import manifests, summary, write_manifests
+from .render import OutputDirError, manifests, summary, write_manifests
 
 app = typer.Typer(help="Offline tools for ha-ai-stack: render stacks without a cloud or cluster.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -46,7 +47,8 @@ def _usage_errors(*errors: type[Exception]) -> Iterator[None]:
 
 def _capture_or_exit(stack: str, project_dir: Optional[Path], preview: bool = False) -> tuple[Path, Capture]:
     """Capture a stack, or print the stack/config error and exit 2."""
-    with _usage_errors(StackNotFoundError, ConfigError):
+    # ConfigError and the capture's DuplicateResourceError are pulumi.RunErrors: messages for the user.
+    with _usage_errors(StackNotFoundError, pulumi.RunError):
         root = project_dir or default_project_root()
         return root, capture_stack(stack, project_root=root, preview=preview)
 
@@ -57,12 +59,14 @@ def render(
     out: Annotated[Optional[Path], typer.Option(help="Directory for manifests (default: rendered/<stack>).")] = None,
     project_dir: ProjectOption = None,
     preview: Annotated[bool, typer.Option(help="Run as a preview: computed values stay unknown.")] = False,
+    prune: Annotated[bool, typer.Option(help="Allow deleting more than half of the manifests in --out.")] = False,
 ) -> None:
     """Run the stack's program under mocks and write one YAML manifest per Kubernetes object."""
     root, capture = _capture_or_exit(stack, project_dir, preview)
     objects = manifests(capture)
     target = out or root / "rendered" / stack
-    write_manifests(objects, target)
+    with _usage_errors(OutputDirError):
+        write_manifests(objects, target, prune=prune)
     rows = [(row.kind, row.name, row.replicas, row.features) for row in summary(objects)]
     rows += [(r.type_token.rsplit(":", 1)[1], r.name, "", "AWS (not a manifest)")
              for r in capture.resources if r.custom and r.type_token.startswith("aws:")]

@@ -43,13 +43,35 @@ def to_yaml(manifest: dict[str, Any]) -> str:
     return HEADER + yaml.safe_dump(manifest, sort_keys=True, default_flow_style=False, width=1000)
 
 
-def write_manifests(objects: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """Write one file per object; remove files an earlier render wrote that no longer exist."""
+class OutputDirError(Exception):
+    """The output folder cannot take this render as it is (a file, or most of it would be deleted)."""
+
+
+def stale_files(objects: list[dict[str, Any]], out_dir: Path) -> tuple[list[Path], int]:
+    """Files an earlier render wrote for objects that are gone, and how many rendered files there are."""
+    wanted = {file_name(m) for m in objects}
+    ours = [path for path in sorted(out_dir.glob("*.yaml")) if path.read_text(errors="replace").startswith(HEADER)]
+    return [path for path in ours if path.name not in wanted], len(ours)
+
+
+def write_manifests(objects: list[dict[str, Any]], out_dir: Path, *, prune: bool = False) -> list[Path]:
+    """Write one file per object; remove files an earlier render wrote that no longer exist.
+
+    Checks first and writes nothing when it cannot finish: a file where the folder should be, or a
+    render that would shrink the folder by deleting more than half of the manifests already there
+    (usually the wrong stack, or a config that lost its services) unless ``prune`` says that is intended.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputDirError(f"{out_dir} is a file, not a folder: choose another --out")
+    stale, existing = stale_files(objects, out_dir) if out_dir.is_dir() else ([], 0)
+    if not prune and len(stale) * 2 > existing and len(objects) < existing:
+        raise OutputDirError(f"this render would delete {len(stale)} of the {existing} manifests in {out_dir} "
+                             f"(e.g. {stale[0].name}); nothing was written. Check the stack and its config, or "
+                             f"pass --prune if the objects are really gone")
     out_dir.mkdir(parents=True, exist_ok=True)
     wanted = {file_name(m): to_yaml(m) for m in objects}
-    for stale in out_dir.glob("*.yaml"):
-        if stale.name not in wanted and stale.read_text().startswith(HEADER):
-            stale.unlink()
+    for path in stale:
+        path.unlink()
     paths = []
     for name, text in wanted.items():
         path = out_dir / name

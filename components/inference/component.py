@@ -9,10 +9,11 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from ..errors import validate_args
+from .. import names
+from ..errors import check_name, validate_args
 from ..options import child_options, register_public_outputs
 from .build import build_inference_objects, rollout_deadline_seconds
-from .spec import InferenceServiceArgs
+from .spec import SERVICE_NAME_MAX, InferenceServiceArgs
 
 class InferenceService(pulumi.ComponentResource):
     """A highly available model server: Deployment, Service, HPA, PDB, ServiceAccount, NetworkPolicy.
@@ -45,6 +46,7 @@ class InferenceService(pulumi.ComponentResource):
         self, name: str, args: InferenceServiceArgs | dict[str, Any], opts: pulumi.ResourceOptions | None = None
     ) -> None:
         args = validate_args(InferenceServiceArgs, args, f"InferenceService {name!r}")
+        check_name(f"InferenceService {name!r}", name, names.dns_1035_label, SERVICE_NAME_MAX)
         super().__init__("haai:index:InferenceService", name, None, opts)
         objects = build_inference_objects(name, args)
         child = child_options(self, opts)

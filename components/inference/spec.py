@@ -16,10 +16,14 @@ from ..images import require_pinned_image
 from ..probes import PRESETS, ServerKind
 from ..quantity import parse_quantity, positive_quantity
 from ..scheduling import GPU_RESOURCE, GpuSchedulingContract, Placement, gpu_fit_problem
-from ..security import ENV_NAME, SECRET_LOOKING_ENV
+from .. import names
+from ..security import SECRET_LOOKING_ENV
 
 COMPONENT = "inference"
 MODEL_CACHE_PATH = "/models"
+# The service's name is its Service's (a DNS-1035 label) and its pods' prefix; 40 leaves room for the
+# ReplicaSet hash and pod suffix in the pods' names.
+SERVICE_NAME_MAX = 40
 
 
 class _Strict(ArgsModel):
@@ -64,6 +68,8 @@ class MetricSpec(_Strict):
     name: str = Field(min_length=1, description="Metric name as the metrics adapter serves it.")
     target_average_value: str = Field(description="Target average value per pod, a quantity.")
     selector: dict[str, str] = Field(default_factory=dict, description="Metric label selector.")
+
+    _check_selector = field_validator("selector")(names.labels)
 
     _check_target = field_validator("target_average_value")(positive_quantity)
 
@@ -124,6 +130,9 @@ class SecretKeyRef(_Strict):
     secret: str = Field(min_length=1, description="Secret name.")
     key: str = Field(min_length=1, description="Key in the Secret.")
 
+    _check_secret = field_validator("secret")(names.dns_subdomain)
+    _check_key = field_validator("key")(names.config_key)
+
 
 class InferenceSpec(_Strict):
     """Everything about one inference service that is plain data (shared by config and component args).
@@ -177,11 +186,21 @@ class InferenceSpec(_Strict):
     @classmethod
     def _no_literal_secrets(cls, env: dict[str, str]) -> dict[str, str]:
         for name in env:
-            if not ENV_NAME.match(name):
-                raise ValueError(f"{name!r} is not a valid env var name")
+            names.env_var_name(name)
             if SECRET_LOOKING_ENV.search(name):
                 raise ValueError(f"{name} looks like a secret: move it to secret_env so it comes from a Secret")
         return env
+
+    @field_validator("secret_env")
+    @classmethod
+    def _secret_env_names(cls, refs: dict[str, SecretKeyRef]) -> dict[str, SecretKeyRef]:
+        names.each(names.env_var_name)(list(refs))
+        return refs
+
+    _check_env_from = field_validator("env_from_secrets")(names.each(names.dns_subdomain))
+    _check_priority = field_validator("priority_class_name")(lambda v: v if v is None else names.dns_subdomain(v))
+    _check_annotations = field_validator("service_account_annotations", "pod_annotations")(names.annotation_keys)
+    _check_namespaces = field_validator("allow_from_namespaces")(names.each(names.dns_label))
 
     @model_validator(mode="after")
     def _drain_fits_grace_period(self) -> "InferenceSpec":
@@ -212,6 +231,8 @@ class InferenceSpec(_Strict):
 
 class InferenceServiceArgs(InferenceSpec):
     """Args of ``InferenceService``: the spec plus where it runs and what it connects to."""
+
+    _check_namespace = field_validator("namespace")(names.dns_label)
 
     field_hints: ClassVar[dict[str, str]] = {
         "node_pool": "pass the pool's scheduling contract (`pool.contract`), not the GpuNodePool",

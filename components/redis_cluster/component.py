@@ -11,7 +11,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from ..connection import RedisConnection
-from ..errors import validate_args
+from ..errors import ArgsError, validate_args
 from ..labels import selector_labels, standard_labels
 from ..options import child_options, register_public_outputs
 from .build import (
@@ -39,6 +39,7 @@ from .spec import (
     CLIENT_PORT,
     COMPONENT,
     RedisClusterArgs,
+    name_problems,
 )
 
 
@@ -74,6 +75,8 @@ class RedisCluster(pulumi.ComponentResource):
         self, name: str, args: RedisClusterArgs | dict[str, Any], opts: pulumi.ResourceOptions | None = None
     ) -> None:
         args = validate_args(RedisClusterArgs, args, f"RedisCluster {name!r}")
+        if problems := name_problems(name, args.zones):
+            raise ArgsError(f"RedisCluster {name!r}", [("name", problem) for problem in problems])
         super().__init__("haai:index:RedisCluster", name, None, opts)
         child = child_options(self, opts)
         namespace = args.namespace

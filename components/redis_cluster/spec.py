@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from .. import names
 from ..errors import ArgsModel
 from ..images import require_pinned_image
 from ..quantity import parse_quantity, positive_quantity
@@ -20,6 +21,9 @@ SCRIPTS = ("lib.sh", "start.sh", "bootstrap.sh", "balance.sh", "pre-stop.sh", "r
 BOOTSTRAP_TIMEOUT_SECONDS = 900
 BALANCE_TIMEOUT_SECONDS = 600
 AWAIT_SLACK_SECONDS = 300
+# "<name>-bootstrap-<10 hex>" is the longest Job name: a label value, so at most 63 characters.
+MAX_NAME_LENGTH = 63 - len("-bootstrap-") - 10
+MAX_ZONE_LENGTH = 40
 CONFIG_DIR = "/etc/redis"
 DATA_DIR = "/data"
 RUN_DIR = "/run/redis"
@@ -70,6 +74,7 @@ class RedisClusterSpec(ArgsModel):
     exporter_image: str = Field(default="oliver006/redis_exporter:v1.62.0", description="Exporter image, pinned.")
 
     _check_images = field_validator("image", "exporter_image")(require_pinned_image)
+    _check_storage_class = field_validator("storage_class")(lambda v: v if v is None else names.dns_subdomain(v))
     _check_quantities = field_validator("storage_size", "cpu", "memory")(positive_quantity)
 
     @field_validator("balance_schedule")
@@ -82,6 +87,8 @@ class RedisClusterSpec(ArgsModel):
     @field_validator("zones")
     @classmethod
     def _distinct_zones(cls, zones: list[str]) -> list[str]:
+        for zone in zones:  # part of a StatefulSet's name (see name_problems)
+            names.dns_label(zone, MAX_ZONE_LENGTH)
         if len(set(zones)) != len(zones):
             raise ValueError(f"zones must be distinct (got {zones})")
         return zones
@@ -125,5 +132,26 @@ class RedisClusterArgs(RedisClusterSpec):
     """Args of ``RedisCluster``: the spec plus its namespace."""
 
     namespace: str = Field(default="default", description="Namespace of every object.")
+
+    _check_namespace = field_validator("namespace")(names.dns_label)
+
+
+def name_problems(name: str, zones: list[str]) -> list[str]:
+    """Why ``name`` cannot name a cluster over ``zones``: the longest names we derive from it must fit.
+
+    ``<name>-bootstrap-<hash>`` and ``<name>-balance-<hash>`` are Job names (a label on their pods, at
+    most 63), ``<name>-balance`` a CronJob (at most 52), ``<name>-<zone>`` a StatefulSet (its revision
+    label, at most 52), and the pods' hostnames ``<name>-<zone>-<ordinal>`` DNS labels.
+    """
+    problems = []
+    try:
+        names.dns_1035_label(name, MAX_NAME_LENGTH)
+    except ValueError as error:
+        problems.append(str(error))
+    longest_zone = max((len(zone) for zone in zones), default=0)
+    if zones and len(name) + 1 + longest_zone > names.STATEFULSET_NAME_MAX:
+        problems.append(f"{name!r} plus its longest zone makes a StatefulSet name of {len(name) + 1 + longest_zone} "
+                        f"characters; at most {names.STATEFULSET_NAME_MAX} fit its pods' revision label")
+    return problems
 
 
