@@ -15,10 +15,12 @@ import pulumi
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import names
+from .cloud_identity import ROLE_ARN_ANNOTATION, s3_locations
 from .errors import ConfigError, dotted_path, problems_of
 from .gpu_node_pool import GpuNodePoolArgs
 from .inference import InferenceSpec
 from .inference.spec import SERVICE_NAME_MAX
+from .prerequisites import Prerequisite, PriorityClassSpec
 from .redis_cluster import RedisClusterSpec
 from .scheduling import gpu_fit_problem
 
@@ -29,6 +31,8 @@ MIN_KUBERNETES_MINOR = 30  # preStop `sleep` action (beta, on by default since 1
 MAX_KUBERNETES_MINOR = 37  # newest schema kubernetes-validate ships
 
 # What each tier changes from the (production) model defaults. The README table is generated from this.
+DEFAULT_REDIS_STORAGE_CLASS = "redis-gp3"
+
 TIER_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "dev": {
         "inference": {"replicas": 1, "anti_affinity": "preferred", "zone_spread": "preferred"},
@@ -62,6 +66,14 @@ class RedisConfig(RedisClusterSpec):
     """The Redis Cluster section: the RedisCluster settings, plus whether the stack has one."""
 
     enabled: bool = Field(default=False, description="Deploy a Redis Cluster in the stack.")
+    create_storage_class: bool = Field(
+        default=True, description="On AWS pools (eks, karpenter), bring the PVCs' StorageClass: EBS CSI gp3, "
+                                  "encrypted, expandable, WaitForFirstConsumer, Retain in prod; named storage_class "
+                                  "(default redis-gp3). Off: declare the class in prerequisites.")
+
+    def storage_class_name(self, on_aws: bool) -> str | None:
+        """The class the PVCs ask for: the configured one, or ours on AWS, or the cluster's default."""
+        return self.storage_class or (DEFAULT_REDIS_STORAGE_CLASS if on_aws and self.create_storage_class else None)
 
 
 class StackConfig(_Section):
@@ -76,8 +88,18 @@ class StackConfig(_Section):
     nvidia_device_plugin: bool = Field(
         default=True, description="Deploy the NVIDIA device plugin when there are GPU pools (off if the GPU "
                                   "operator or Bottlerocket already provides it).")
+    priority_classes: list[PriorityClassSpec] = Field(
+        default_factory=list, description="PriorityClasses the stack brings (applied server-side, so stacks on "
+                                          "one cluster can share one).")
+    prerequisites: list[Prerequisite] = Field(
+        default_factory=list, description="What the cluster must already have, each with a reason: every name an "
+                                          "object references is created by the stack, well known, or listed here.")
 
     _check_namespace = field_validator("namespace")(names.dns_label)
+
+    def aws_pools(self) -> list[GpuPoolConfig]:
+        """Pools whose nodes run in AWS (EBS volumes, IRSA)."""
+        return [pool for pool in self.gpu_pools if pool.backend in ("eks", "karpenter")]
 
     @field_validator("kubernetes_version")
     @classmethod
@@ -107,9 +129,10 @@ class StackConfig(_Section):
     def reference_problems(self) -> list[tuple[tuple[Any, ...], str]]:
         """Problems that span sections (names, references, GPU fit), each with its config path."""
         problems: list[tuple[tuple[Any, ...], str]] = []
-        names: dict[str, list[str]] = {"inference": [e.name for e in self.inference],
-                                       "gpu_pools": [p.name for p in self.gpu_pools]}
-        for section, section_names in names.items():
+        named: dict[str, list[str]] = {"inference": [e.name for e in self.inference],
+                                       "gpu_pools": [p.name for p in self.gpu_pools],
+                                       "priority_classes": [p.name for p in self.priority_classes]}
+        for section, section_names in named.items():
             seen: dict[str, int] = {}
             for index, name in enumerate(section_names):
                 if name in seen:
@@ -128,6 +151,14 @@ class StackConfig(_Section):
                 )
             elif pool and (problem := gpu_fit_problem(gpus, pool.name, pool.resolved_gpus_per_node())):
                 problems.append((("inference", index, "resources", "gpus"), problem))
+            if (locations := s3_locations(*entry.container_texts())) and \
+                    ROLE_ARN_ANNOTATION not in entry.service_account_annotations and \
+                    not (pool and pool.backend == "eks"):
+                where = f"pool {pool.name!r} (backend {pool.backend})" if pool else "no GPU pool"
+                problems.append((("inference", index, "service_account_annotations"),
+                                 f"the service reads s3://{locations[0].bucket}/{locations[0].prefix} and runs on "
+                                 f"{where}: give the IAM role its pods assume as `{ROLE_ARN_ANNOTATION}` (the stack "
+                                 f"makes one itself only on eks pools)"))
             if entry.use_redis and not self.redis.enabled:
                 problems.append((("inference", index, "use_redis"), "needs redis.enabled: true"))
         if self.redis.enabled and self.tier != "dev" and self.redis.replicas_per_shard < 1:

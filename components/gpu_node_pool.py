@@ -14,7 +14,8 @@ import pulumi
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from . import names
-from .errors import ArgsError, ArgsModel, validate_args
+from .cloud_identity import aws_provider
+from .errors import ArgsModel, validate_args
 
 from .gpu_instances import GPU_INSTANCE_TYPES
 from .labels import standard_labels
@@ -42,6 +43,9 @@ class EksPoolSpec(_Strict):
     max_size: int = Field(default=4, ge=1, le=1000, description="Most nodes.")
     desired_size: int | None = Field(
         default=None, ge=0, description="Nodes at creation (default min_size); ignored afterwards (autoscaler's).")
+    ebs_csi_driver: Literal["install", "present"] = Field(
+        default="install", description="The aws-ebs-csi-driver EKS add-on (with its IRSA role) that provisions the "
+                                       "Redis volumes: `install` makes it; `present` when the cluster has it already.")
 
     @model_validator(mode="after")
     def _sizes(self) -> "EksPoolSpec":
@@ -218,7 +222,7 @@ class GpuNodePool(pulumi.ComponentResource):
         self, name: str, args: GpuNodePoolArgs | dict[str, Any], opts: pulumi.ResourceOptions | None = None
     ) -> None:
         args = validate_args(GpuNodePoolArgs, args, f"GpuNodePool {name!r}")
-        aws = _aws_provider(name) if args.backend == "eks" else None
+        aws = aws_provider(f"GpuNodePool {name!r}") if args.backend == "eks" else None
         super().__init__("haai:index:GpuNodePool", name, None, opts)
         self.contract = args.contract()
         # Python-only escape hatches (backend-specific children, not schema outputs).
@@ -282,13 +286,3 @@ class GpuNodePool(pulumi.ComponentResource):
             f"{name}-node-pool", api_version="karpenter.sh/v1", kind="NodePool",
             metadata={"name": spec.name, "labels": labels}, spec=karpenter_node_pool_spec(spec),
             opts=child_options(self, opts, depends_on=[self.node_class]))
-
-
-def _aws_provider(name: str) -> Any:
-    """pulumi_aws, imported only for eks pools; a clear error when the ``aws`` extra is not installed."""
-    try:
-        import pulumi_aws
-    except ImportError:
-        raise ArgsError(f"GpuNodePool {name!r}", [(
-            "backend", "eks needs the AWS provider: pip install 'ha-ai-stack[aws]' (or pulumi-aws)")]) from None
-    return pulumi_aws

@@ -151,7 +151,7 @@ class RedisClusterArgs(TypedDict):
     storage_size: NotRequired[str]
     "PVC size of each member. Default: \"20Gi\"."
     storage_class: NotRequired[str]
-    "StorageClass of the PVCs; cluster default if null. Default: null."
+    "StorageClass of the PVCs; the cluster's default class if null (on AWS pools the stack brings one: see create_storage_class). Default: null."
     image: NotRequired[str]
     "Redis image, pinned. Default: \"redis:7.2.5\"."
     node_timeout_ms: NotRequired[int]
@@ -201,6 +201,8 @@ class EksPoolSpec(TypedDict):
     "Most nodes. Default: 4."
     desired_size: NotRequired[int]
     "Nodes at creation (default min_size); ignored afterwards (autoscaler's). Default: null."
+    ebs_csi_driver: NotRequired[str]
+    "The aws-ebs-csi-driver EKS add-on (with its IRSA role) that provisions the Redis volumes: `install` makes it; `present` when the cluster has it already. One of: install, present. Default: \"install\"."
 
 
 class KarpenterPoolSpec(TypedDict):
@@ -353,7 +355,7 @@ class RedisConfig(TypedDict):
     storage_size: NotRequired[str]
     "PVC size of each member. Default: \"20Gi\"."
     storage_class: NotRequired[str]
-    "StorageClass of the PVCs; cluster default if null. Default: null."
+    "StorageClass of the PVCs; the cluster's default class if null (on AWS pools the stack brings one: see create_storage_class). Default: null."
     image: NotRequired[str]
     "Redis image, pinned. Default: \"redis:7.2.5\"."
     node_timeout_ms: NotRequired[int]
@@ -384,6 +386,36 @@ class RedisConfig(TypedDict):
     "Exporter image, pinned. Default: \"oliver006/redis_exporter:v1.62.0\"."
     enabled: NotRequired[bool]
     "Deploy a Redis Cluster in the stack. Default: false."
+    create_storage_class: NotRequired[bool]
+    "On AWS pools (eks, karpenter), bring the PVCs' StorageClass: EBS CSI gp3, encrypted, expandable, WaitForFirstConsumer, Retain in prod; named storage_class (default redis-gp3). Off: declare the class in prerequisites. Default: true."
+
+
+class PriorityClassSpec(TypedDict):
+    """A PriorityClass the stack brings (cluster-wide, applied server-side so stacks can share it)."""
+
+    name: str
+    "Its name, as pods' priorityClassName."
+    value: int
+    "Priority; above 1e9 is reserved for the system."
+    preemption_policy: NotRequired[str]
+    "Whether its pods may evict lower-priority pods. One of: PreemptLowerPriority, Never. Default: \"PreemptLowerPriority\"."
+    description: NotRequired[str]
+    "Shown by kubectl describe priorityclass. Default: \"\"."
+
+
+class Prerequisite(TypedDict):
+    """One thing the cluster must have before this stack can run, and why."""
+
+    kind: str
+    "What it is: an object kind, or a metric the HPA reads. One of: PriorityClass, StorageClass, DefaultStorageClass, Secret, ConfigMap, ServiceAccount, PersistentVolumeClaim, IngressClass, CustomResourceDefinition, APIService, PodsMetric, ExternalMetric."
+    name: NotRequired[str]
+    "Its name (a metric's name; a CRD's `<plural>.<group>`); empty for DefaultStorageClass. Default: \"\"."
+    namespace: NotRequired[str]
+    "For namespaced kinds: default the stack's namespace. Default: null."
+    keys: NotRequired[list[str]]
+    "Secret or ConfigMap keys the stack reads. Default: []."
+    reason: str
+    "One line: what it is for and who provides it."
 
 
 class HaAiStackArgs(TypedDict):
@@ -403,3 +435,7 @@ class HaAiStackArgs(TypedDict):
     "Redis Cluster. Default: its fields' defaults."
     nvidia_device_plugin: NotRequired[bool]
     "Deploy the NVIDIA device plugin when there are GPU pools (off if the GPU operator or Bottlerocket already provides it). Default: true."
+    priority_classes: NotRequired[list[PriorityClassSpec]]
+    "PriorityClasses the stack brings (applied server-side, so stacks on one cluster can share one). Default: []."
+    prerequisites: NotRequired[list[Prerequisite]]
+    "What the cluster must already have, each with a reason: every name an object references is created by the stack, well known, or listed here. Default: []."

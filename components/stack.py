@@ -7,6 +7,18 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from .cloud_identity import (
+    EBS_CSI_POLICY_ARN,
+    EBS_CSI_SERVICE_ACCOUNT,
+    ROLE_ARN_ANNOTATION,
+    ClusterIdentity,
+    aws_provider,
+    cluster_identity,
+    irsa_role,
+    read_only_s3_policy,
+    role_name,
+    s3_locations,
+)
 from .config import InferenceEntry, StackConfig, validate_stack_config
 from .connection import RedisConnection
 from .device_plugin import NvidiaDevicePlugin
@@ -16,17 +28,21 @@ from .labels import standard_labels
 from . import names
 from .errors import check_name
 from .options import child_options, register_public_outputs
+from .prerequisites import PREREQUISITES_CONFIG_MAP, prerequisites_config_map_data
 from .redis_cluster import RedisCluster, RedisClusterArgs, RedisClusterSpec
 
 HaAiStackArgs = StackConfig  # the stack config is the composition's Args
 
 
 def service_args(
-    config: StackConfig, entry: InferenceEntry, redis: RedisConnection | None = None
+    config: StackConfig, entry: InferenceEntry, redis: RedisConnection | None = None,
+    role_arn: str | None = None,
 ) -> InferenceServiceArgs:
-    """Component args of one configured service: its spec plus the stack's namespace and contracts."""
+    """Component args of one configured service: its spec plus the stack's namespace, contracts and role."""
     pool = config.pool_for(entry)
     spec = entry.model_dump(include=set(InferenceSpec.model_fields))
+    if role_arn:
+        spec["service_account_annotations"] = {**spec["service_account_annotations"], ROLE_ARN_ANNOTATION: role_arn}
     return InferenceServiceArgs(
         **spec,
         namespace=config.namespace,
@@ -36,9 +52,22 @@ def service_args(
 
 
 def redis_args(config: StackConfig) -> RedisClusterArgs:
-    """Component args of the stack's Redis Cluster."""
-    return RedisClusterArgs(**config.redis.model_dump(include=set(RedisClusterSpec.model_fields)),
-                            namespace=config.namespace)
+    """Component args of the stack's Redis Cluster (with the StorageClass the stack brings on AWS)."""
+    spec = config.redis.model_dump(include=set(RedisClusterSpec.model_fields))
+    spec["storage_class"] = config.redis.storage_class_name(on_aws=bool(config.aws_pools()))
+    return RedisClusterArgs(**spec, namespace=config.namespace)
+
+
+def redis_storage_class_body(config: StackConfig) -> dict[str, Any]:
+    """The EBS CSI gp3 class for Redis: encrypted, expandable, bound where the pod lands (members are pinned
+    to zones, and an EBS volume lives in one), and kept when released in prod."""
+    return {
+        "provisioner": "ebs.csi.aws.com",
+        "parameters": {"type": "gp3", "encrypted": "true", "csi.storage.k8s.io/fstype": "ext4"},
+        "allow_volume_expansion": True,
+        "volume_binding_mode": "WaitForFirstConsumer",
+        "reclaim_policy": "Retain" if config.tier == "prod" else "Delete",
+    }
 
 
 def default_deny_policy_spec() -> dict[str, object]:
@@ -56,6 +85,8 @@ class HaAiStack(pulumi.ComponentResource):
     """Denies all ingress and egress in the namespace; each workload allows what it needs."""
     endpoints: pulumi.Output[dict[str, str]]
     """In-cluster URL of every inference service, by name."""
+    prerequisites: k8s.core.v1.ConfigMap
+    """What the cluster must already have (the declared prerequisites), for operators and the policy pack."""
 
     def __init__(
         self, name: str, args: HaAiStackArgs | Mapping[str, Any], opts: pulumi.ResourceOptions | None = None
@@ -85,19 +116,91 @@ class HaAiStack(pulumi.ComponentResource):
             spec=default_deny_policy_spec(),
             opts=in_namespace,
         )
+        self.prerequisites = k8s.core.v1.ConfigMap(
+            f"{name}-prerequisites",
+            metadata={"name": PREREQUISITES_CONFIG_MAP, "namespace": config.namespace, "labels": labels},
+            data=prerequisites_config_map_data(config.prerequisites), opts=in_namespace)
+        # Cluster-wide objects several stacks may need: applied server-side (Patch resources), so each stack
+        # co-owns the fields it sets, and a second stack with the same values is no AlreadyExists error.
+        self.priority_classes = [
+            k8s.scheduling.v1.PriorityClassPatch(
+                f"{name}-priority-class-{spec.name}", metadata={"name": spec.name, "labels": labels},
+                **{_snake(k): v for k, v in spec.manifest_spec().items()}, opts=child)
+            for spec in config.priority_classes]
+        storage_class = config.redis.storage_class_name(on_aws=bool(config.aws_pools()))
+        self.redis_storage_class = (
+            k8s.storage.v1.StorageClassPatch(
+                f"{name}-redis-storage-class", metadata={"name": storage_class, "labels": labels},
+                **redis_storage_class_body(config), opts=child)
+            if config.redis.enabled and config.redis.create_storage_class and config.aws_pools() and storage_class
+            else None)
         # Python-only escape hatches (sub-components, not schema outputs).
         self.pools: dict[str, GpuNodePool] = {pool.name: GpuNodePool(pool.name, pool, opts=child)
                                               for pool in config.gpu_pools}
         self.device_plugin: NvidiaDevicePlugin | None = (
             NvidiaDevicePlugin("nvidia-device-plugin", opts=child)
             if config.gpu_pools and config.nvidia_device_plugin else None)
+        # AWS: the EBS CSI driver the Redis volumes need, and a read-only S3 role for services that load
+        # models from s3:// on eks pools (IRSA). Python-only escape hatch: self.aws_resources.
+        self.aws_resources: list[Any] = []
+        csi_addons, service_roles = self._aws_identities(name, config, child)
+        redis_after = [self.namespace, *([self.redis_storage_class] if self.redis_storage_class else []), *csi_addons]
         self.redis: RedisCluster | None = (
-            RedisCluster("redis", redis_args(config), opts=in_namespace) if config.redis.enabled else None)
+            RedisCluster("redis", redis_args(config), opts=child_options(self, opts, depends_on=redis_after))
+            if config.redis.enabled else None)
         connection = self.redis.connection if self.redis else None
-        self.services: dict[str, InferenceService] = {
-            entry.name: InferenceService(entry.name, service_args(config, entry, connection), opts=in_namespace)
-            for entry in config.inference
-        }
+        self.services: dict[str, InferenceService] = {}
+        for entry in config.inference:
+            role_arn, role = service_roles.get(entry.name, (None, None))
+            after = child_options(self, opts, depends_on=[self.namespace, *self.priority_classes, *([role] if role else [])])
+            self.services[entry.name] = InferenceService(
+                entry.name, service_args(config, entry, connection, role_arn), opts=after)
         self.endpoints = pulumi.Output.from_input(
             {name: service.endpoint for name, service in sorted(self.services.items())})
         register_public_outputs(self)
+
+    def _aws_identities(self, name: str, config: StackConfig, child: pulumi.ResourceOptions
+                        ) -> tuple[list[Any], dict[str, tuple[str, Any]]]:
+        """EBS CSI add-ons (one per eks cluster, when Redis needs volumes) and per-service S3 roles."""
+        eks_pools = [pool for pool in config.gpu_pools if pool.backend == "eks" and pool.eks is not None]
+        wanted = [(entry, locations, pool) for entry in config.inference
+                  if (locations := s3_locations(*entry.container_texts()))
+                  and ROLE_ARN_ANNOTATION not in entry.service_account_annotations
+                  and (pool := config.pool_for(entry)) is not None and pool.backend == "eks"]
+        clusters = sorted({pool.eks.cluster_name for pool in eks_pools
+                           if pool.eks and pool.eks.ebs_csi_driver == "install"}) if config.redis.enabled else []
+        if not wanted and not clusters:
+            return [], {}
+        aws = aws_provider(f"HaAiStack {name!r}")
+        identities: dict[str, ClusterIdentity] = {}
+
+        def identity(cluster: str) -> ClusterIdentity:
+            if cluster not in identities:
+                identities[cluster] = cluster_identity(aws, cluster)
+            return identities[cluster]
+
+        addons = []
+        for cluster in clusters:
+            namespace, account = EBS_CSI_SERVICE_ACCOUNT
+            role = irsa_role(aws, f"{name}-{cluster}-ebs-csi-role", role_name(cluster, "ebs-csi"), identity(cluster),
+                             namespace, account, child, managed_policy_arn=EBS_CSI_POLICY_ARN)
+            addon = aws.eks.Addon(f"{name}-{cluster}-ebs-csi-driver", cluster_name=cluster,
+                                  addon_name="aws-ebs-csi-driver", service_account_role_arn=role.arn,
+                                  resolve_conflicts_on_create="OVERWRITE",
+                                  opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[role])))
+            self.aws_resources += [role, addon]
+            addons.append(addon)
+        roles: dict[str, tuple[str, Any]] = {}
+        for entry, locations, pool in wanted:
+            assert pool.eks is not None
+            ident = identity(pool.eks.cluster_name)
+            role_id = role_name(config.namespace, entry.name)
+            role = irsa_role(aws, f"{name}-{entry.name}-role", role_id, ident, config.namespace, entry.name, child,
+                             policy=read_only_s3_policy(locations))
+            self.aws_resources.append(role)
+            roles[entry.name] = (ident.role_arn(role_id), role)
+        return addons, roles
+
+
+def _snake(key: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in key)

@@ -148,7 +148,7 @@ REGISTERED_OUTPUTS = {
                      "connection"},
     "GpuNodePool": {"contract"},
     "NvidiaDevicePlugin": {"daemonSet"},
-    "HaAiStack": {"namespace", "defaultDeny", "endpoints"},
+    "HaAiStack": {"namespace", "defaultDeny", "endpoints", "prerequisites"},
 }
 
 

@@ -81,6 +81,9 @@ D, STS = "Deployment", "StatefulSet"
 
 LT, NG = "aws:ec2/launchTemplate:LaunchTemplate", "aws:eks/nodeGroup:NodeGroup"
 CASES: list[tuple[str, str, Mutation, bool]] = [
+    ("references-resolve", "unknown PriorityClass", set_in([*POD, "priorityClassName"], "batch-low", D, "triton"), True),
+    ("references-resolve", "system PriorityClass",
+     set_in([*POD, "priorityClassName"], "system-node-critical", D, "triton"), False),
     ("workload-min-replicas", "2 replicas", set_in(["spec", "replicas"], 2, D, "ai-inference-service"), True),
     ("workload-min-replicas", "4 replicas", set_in(["spec", "replicas"], 4, D, "ai-inference-service"), False),
     ("pdb-coverage", "PDB selects other pods",
@@ -175,7 +178,7 @@ def test_every_policy_has_a_firing_and_a_quiet_case(pack: Any) -> None:
 
 def test_analyzer_info_documents_every_policy(pack: Any) -> None:
     info = pack.GetAnalyzerInfo(empty_pb2.Empty())
-    assert info.name == "ha-ai-stack" and len(info.policies) == 14
+    assert info.name == "ha-ai-stack" and len(info.policies) == 15
     for policy in info.policies:
         assert policy.description and policy.remediation_steps, policy.name
 

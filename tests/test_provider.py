@@ -130,7 +130,7 @@ EXPECTED_OUTPUTS = {
                      "connection"},
     "GpuNodePool": {"contract"},
     "NvidiaDevicePlugin": {"daemonSet"},
-    "HaAiStack": {"namespace", "defaultDeny", "endpoints"},
+    "HaAiStack": {"namespace", "defaultDeny", "endpoints", "prerequisites"},
 }
 
 

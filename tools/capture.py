@@ -32,10 +32,24 @@ SECRET_MASK = "<secret>"
 UNKNOWN = "<unknown>"
 RANDOM_PASSWORD = "random:index/randomPassword:RandomPassword"
 # Outputs the engine computes (not echoed inputs) that programs read, per type token.
-COMPUTED_OUTPUTS: dict[str, Callable[[str], dict[str, Any]]] = {
-    RANDOM_PASSWORD: lambda name: {"result": fake_secret(name)},
-    "aws:iam/role:Role": lambda name: {"arn": f"arn:aws:iam::123456789012:role/{name}", "name": name},
-    "aws:ec2/launchTemplate:LaunchTemplate": lambda name: {"latestVersion": 1},
+# (logical name, inputs) -> outputs; a physical name given in the inputs is the one the engine would use.
+COMPUTED_OUTPUTS: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
+    RANDOM_PASSWORD: lambda name, inputs: {"result": fake_secret(name)},
+    "aws:iam/role:Role": lambda name, inputs: {"arn": f"arn:aws:iam::123456789012:role/{inputs.get('name', name)}",
+                                               "name": inputs.get("name", name)},
+    "aws:ec2/launchTemplate:LaunchTemplate": lambda name, inputs: {"latestVersion": 1},
+}
+
+
+# Invokes programs make, answered as the engine would (also in preview, where invokes run too).
+INVOKE_RESULTS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "aws:index/getCallerIdentity:getCallerIdentity": lambda args: {
+        "accountId": "123456789012", "arn": "arn:aws:iam::123456789012:user/mock", "userId": "MOCK",
+        "id": "123456789012"},
+    "aws:eks/getCluster:getCluster": lambda args: {
+        "name": args.get("name"), "id": args.get("name"),
+        "identities": [{"oidcs": [{"issuer": "https://oidc.eks.us-east-1.amazonaws.com/id/"
+                                             + hashlib.sha256(str(args.get("name")).encode()).hexdigest()[:32].upper()}]}]},
 }
 
 
@@ -114,11 +128,12 @@ class EchoMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         outputs = dict(args.inputs)
         if args.typ in COMPUTED_OUTPUTS and not self.preview:
-            outputs.update(COMPUTED_OUTPUTS[args.typ](args.name))
+            outputs.update(COMPUTED_OUTPUTS[args.typ](args.name, dict(args.inputs)))
         return f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
-        return {}, None
+        answer = INVOKE_RESULTS.get(args.token)
+        return (answer(dict(args.args)) if answer else {}), []
 
 
 class DuplicateResourceError(pulumi.RunError):

@@ -98,6 +98,33 @@ def policy_table(project_root: Path) -> str:
     return "\n".join(rows)
 
 
+def cluster_needs_table(project_root: Path) -> str:
+    """Per stack: what it brings to the cluster, and what it declares the cluster must already have."""
+    from ha_ai_stack.cloud_identity import ROLE_ARN_ANNOTATION, s3_locations
+    from ha_ai_stack.config import stack_file_config, validate_stack_config
+
+    from .capture import Project
+
+    project = Project.load(project_root)
+    lines = ["| stack | brought by the stack | the cluster must already have (declared prerequisites) |", "|---|---|---|"]
+    for stack in project.stack_names():
+        config = validate_stack_config(stack_file_config(project.stack_config(stack), stack))
+        on_aws = bool(config.aws_pools())
+        brought = [f"PriorityClass `{p.name}` ({p.value})" for p in config.priority_classes]
+        storage = config.redis.storage_class_name(on_aws)
+        if config.redis.enabled and on_aws and config.redis.create_storage_class:
+            brought.append(f"StorageClass `{storage}` (EBS gp3, encrypted)")
+        brought += [f"EBS CSI add-on on `{p.eks.cluster_name}` (IRSA role)" for p in config.gpu_pools
+                    if p.eks and p.eks.ebs_csi_driver == "install" and config.redis.enabled]
+        brought += [f"read-only S3 role for `{entry.name}` (IRSA)" for entry in config.inference
+                     if s3_locations(*entry.container_texts()) and (pool := config.pool_for(entry)) is not None
+                     and pool.backend == "eks" and ROLE_ARN_ANNOTATION not in entry.service_account_annotations]
+        declared = [f"{p.kind} `{p.name or 'default'}`" + (f" (keys {', '.join(p.keys)})" if p.keys else "")
+                    + f": {p.reason}" for p in config.prerequisites]
+        lines.append(f"| `{stack}` | {'<br>'.join(brought) or 'nothing'} | {'<br>'.join(declared) or 'nothing'} |")
+    return "\n".join(lines)
+
+
 def _between(readme: str, marker: str, body: str) -> str:
     start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
     head, rest = readme.split(start, 1)
@@ -107,7 +134,9 @@ def _between(readme: str, marker: str, body: str) -> str:
 
 def with_generated_tables(readme: str, project_root: Path) -> str:
     """``readme`` with the config and policy tables regenerated between their markers."""
-    return _between(_between(readme, "config-table", config_table()), "policy-table", policy_table(project_root))
+    readme = _between(readme, "config-table", config_table())
+    readme = _between(readme, "policy-table", policy_table(project_root))
+    return _between(readme, "cluster-needs", cluster_needs_table(project_root))
 
 
 if __name__ == "__main__":

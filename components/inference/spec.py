@@ -222,6 +222,10 @@ class InferenceSpec(_Strict):
             return self.autoscaling.min_replicas
         return self.replicas
 
+    def container_texts(self) -> list[str]:
+        """The server's command, args and literal env values (where an s3:// location would be named)."""
+        return [*(self.command or []), *self.args, *self.env.values()]
+
     def http_port(self) -> int:
         return self.port or PRESETS[self.server].port
 

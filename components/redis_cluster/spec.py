@@ -42,7 +42,9 @@ class RedisClusterSpec(ArgsModel):
         default_factory=list, description="Zones to spread over; needs >= replicas_per_shard + 1. Empty: by node."
     )
     storage_size: str = Field(default="20Gi", description="PVC size of each member.")
-    storage_class: str | None = Field(default=None, description="StorageClass of the PVCs; cluster default if null.")
+    storage_class: str | None = Field(
+        default=None, description="StorageClass of the PVCs; the cluster's default class if null (on AWS pools the "
+                                  "stack brings one: see create_storage_class).")
     image: str = Field(default="redis:7.2.5", description="Redis image, pinned.")
     node_timeout_ms: int = Field(
         default=DEFAULT_NODE_TIMEOUT_MS, ge=500, le=60000, description="cluster-node-timeout (failure detection)."

@@ -5,6 +5,14 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from ha_ai_stack.prerequisites import (
+    PREREQUISITES_CONFIG_MAP,
+    Prerequisite,
+    declared_from_config_map,
+    provided_by,
+    references_of,
+)
+
 from .catalog import Rule, setting
 from .k8s import NETWORK_POLICY, dig, matches, namespace_of, object_name, pod_template
 
@@ -149,7 +157,34 @@ def _redis_reachable(args: Any, report: Any) -> None:
                    client.urn)
 
 
+def _manifests(resources: list[Any]) -> list[tuple[Any, str, Any]]:
+    """(resource, kind, props) of every Kubernetes object in the stack."""
+    return [(r, str(r.props.get("kind")), r.props) for r in resources
+            if r.resource_type.startswith("kubernetes:") and r.props.get("kind")]
+
+
+def _references_resolve(args: Any, report: Any) -> None:
+    objects = _manifests(args.resources)
+    declared: list[Prerequisite] = []
+    home = None
+    for _, kind, props in objects:
+        if kind == "ConfigMap" and dig(props, "metadata", "name") == PREREQUISITES_CONFIG_MAP:
+            declared += declared_from_config_map(props.get("data") or {})
+            home = dig(props, "metadata", "namespace")
+    provided = provided_by([(kind, props) for _, kind, props in objects], declared, home)
+    for resource, kind, props in objects:
+        for reference in references_of(str(props.get("apiVersion") or ""), kind, props):
+            if not provided.resolves(reference):
+                report(f"{kind} {object_name(props)}: {reference.path} names {reference.describe()}, which the "
+                       f"stack does not create and no prerequisite declares.", resource.urn)
+
+
 RULES = [
+    Rule("references-resolve", "Every name an object references (PriorityClass, StorageClass, Secret and key, "
+         "ConfigMap, ServiceAccount, PVC, IngressClass, CRD, HPA metrics) is created by the stack, well known, or "
+         "declared as a prerequisite.",
+         "create it in the stack, or declare it under haai:prerequisites with a one-line reason.",
+         "none (Kubernetes admission and kubelet errors at run time)", _references_resolve, stack=True),
     Rule("namespace-default-deny", "Every namespace with workloads has a default-deny NetworkPolicy.",
          "add a NetworkPolicy with podSelector: {} and policyTypes [Ingress, Egress] and no rules.",
          "Polaris missingNetworkPolicy; kube-score pod-networkpolicy; Kyverno add-networkpolicy", _default_deny,

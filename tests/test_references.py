@@ -1,0 +1,238 @@
+"""What the prod stack needs from its cluster: every reference resolves, checked by the pack over gRPC.
+
+Each case changes a copy of a rendered stack (or its config) in one place and asserts the exact
+finding, or none. The five defects the prerequisites issue found are reintroduced into prod one by one.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from ha_ai_stack import ConfigError
+from ha_ai_stack.prerequisites import Prerequisite, Reference, provided_by, references_of
+from ha_ai_stack_tools.capture import CapturedResource
+from ha_ai_stack_tools.policy_check import analyze, configure, running_pack, tier_config
+
+from .conftest import PROJECT_ROOT, run_stack_config, stack_capture
+
+PACK = PROJECT_ROOT / "policies"
+POLICY = "references-resolve"
+
+
+@pytest.fixture(scope="module")
+def pack() -> Iterator[Any]:
+    with running_pack(PACK) as stub:
+        configure(stub, tier_config(PACK, "prod"))
+        yield stub
+
+
+def prod_config() -> dict[str, Any]:
+    config = yaml.safe_load((PROJECT_ROOT / "stacks" / "Pulumi.prod.yaml").read_text())["config"]
+    return {key.removeprefix("haai:"): value for key, value in config.items()}
+
+
+def messages(pack: Any, resources: list[CapturedResource]) -> list[str]:
+    return sorted(f.message for f in analyze(pack, resources) if f.policy == POLICY)
+
+
+def rendered(config: dict[str, Any]) -> list[CapturedResource]:
+    return run_stack_config(config, stack="prod").resources
+
+
+def without_prerequisite(config: dict[str, Any], kind: str, name: str) -> dict[str, Any]:
+    changed = copy.deepcopy(config)
+    changed["prerequisites"] = [p for p in changed["prerequisites"] if (p["kind"], p.get("name", "")) != (kind, name)]
+    return changed
+
+
+def test_prod_resolves_everything(pack: Any) -> None:
+    assert messages(pack, stack_capture("prod").resources) == []
+
+
+# The five defects, each put back into a copy of prod.
+def test_defect_priority_class_not_created(pack: Any) -> None:
+    config = prod_config()
+    del config["priority_classes"]
+    assert messages(pack, rendered(config)) == [
+        "Deployment ai-serving/triton: spec.template.spec.priorityClassName names PriorityClass inference-critical, "
+        "which the stack does not create and no prerequisite declares."]
+
+
+def test_defect_storage_class_not_created(pack: Any) -> None:
+    config = prod_config()
+    config["redis"] = {**config["redis"], "create_storage_class": False}
+    found = messages(pack, rendered(config))
+    assert len(found) == 3  # one per zone StatefulSet
+    assert found[0] == ("StatefulSet ai-serving/redis-us-east-1a: spec.volumeClaimTemplates[0].spec.storageClassName "
+                        "names StorageClass gp3, which the stack does not create and no prerequisite declares.")
+    config["prerequisites"].append({"kind": "StorageClass", "name": "gp3", "reason": "the platform's gp3 class"})
+    assert messages(pack, rendered(config)) == []
+
+
+def test_defect_secret_not_declared(pack: Any) -> None:
+    assert messages(pack, rendered(without_prerequisite(prod_config(), "Secret", "huggingface"))) == [
+        "Deployment ai-serving/vllm-chat: spec.template.spec.containers[0].env[2].valueFrom.secretKeyRef names "
+        "Secret ai-serving/huggingface, key token, which the stack does not create and no prerequisite declares."]
+
+
+def test_defect_secret_declared_without_the_key(pack: Any) -> None:
+    config = prod_config()
+    next(p for p in config["prerequisites"] if p["kind"] == "Secret")["keys"] = ["hf-token"]
+    assert messages(pack, rendered(config)) == [
+        "Deployment ai-serving/vllm-chat: spec.template.spec.containers[0].env[2].valueFrom.secretKeyRef names "
+        "Secret ai-serving/huggingface, key token, which the stack does not create and no prerequisite declares."]
+
+
+def test_defect_cloud_credentials_are_made_on_eks_and_demanded_elsewhere() -> None:
+    """Caught before the policy: on an eks pool the stack makes Triton's read-only role; elsewhere the
+    config must name one."""
+    capture = stack_capture("prod")
+    [role] = [r for r in capture.resources if r.name == "prod-triton-role"]
+    [policy] = [r for r in capture.resources if r.name == "prod-triton-role-policy"]
+    assert json.loads(policy.inputs["policy"])["Statement"] == [
+        {"Action": ["s3:GetObject"], "Effect": "Allow", "Resource": ["arn:aws:s3:::acme-models/prod/*"]},
+        {"Action": ["s3:ListBucket"], "Condition": {"StringLike": {"s3:prefix": ["prod", "prod/*"]}},
+         "Effect": "Allow", "Resource": "arn:aws:s3:::acme-models"}]
+    trust = json.loads(role.inputs["assumeRolePolicy"])["Statement"][0]
+    assert trust["Action"] == "sts:AssumeRoleWithWebIdentity"
+    assert list(trust["Condition"]["StringEquals"].values()) == ["sts.amazonaws.com",
+                                                                 "system:serviceaccount:ai-serving:triton"]
+    [sa] = [r.inputs for r in capture.resources if r.name == "triton-sa"]
+    assert sa["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/"
+                                                                           "haai-ai-serving-triton"}
+    config = prod_config()
+    config["gpu_pools"] = [{"name": "gpu-a10g", "gpus_per_node": 4}]  # an existing pool: no role made
+    with pytest.raises(ConfigError, match=r"haai:inference\[1\].service_account_annotations: the service reads "
+                                          r"s3://acme-models/prod and runs on pool 'gpu-a10g' \(backend existing\): "
+                                          r"give the IAM role its pods assume as `eks.amazonaws.com/role-arn`"):
+        run_stack_config(config, stack="prod")
+
+
+def test_defect_hpa_metric_not_served(pack: Any) -> None:
+    assert messages(pack, rendered(without_prerequisite(prod_config(), "PodsMetric", "DCGM_FI_DEV_GPU_UTIL"))) == [
+        "HorizontalPodAutoscaler ai-serving/triton: spec.metrics[1].pods.metric.name names PodsMetric "
+        "DCGM_FI_DEV_GPU_UTIL, which the stack does not create and no prerequisite declares."]
+    assert messages(pack, rendered(without_prerequisite(prod_config(), "APIService", "v1beta1.metrics.k8s.io"))) == [
+        "HorizontalPodAutoscaler ai-serving/triton: spec.metrics[0] names APIService v1beta1.metrics.k8s.io, which "
+        "the stack does not create and no prerequisite declares."]
+
+
+# Every other kind of reference: a firing case and a quiet one, on a rendered object changed in one field.
+def edit(kind: str, name: str, change: Callable[[dict[str, Any]], None]) -> list[CapturedResource]:
+    resources = copy.deepcopy(stack_capture("prod").resources)
+    change(next(r.inputs for r in resources if r.inputs.get("kind") == kind
+                and r.inputs.get("metadata", {}).get("name") == name))
+    return resources
+
+
+def pod(body: dict[str, Any]) -> dict[str, Any]:
+    return body["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize(("case", "kind", "name", "change", "expected"), [
+    ("ServiceAccount missing", "Deployment", "triton", lambda b: pod(b).update(serviceAccountName="model-reader"),
+     "spec.template.spec.serviceAccountName names ServiceAccount ai-serving/model-reader"),
+    ("ServiceAccount default", "Deployment", "triton", lambda b: pod(b).update(serviceAccountName="default"), None),
+    ("ConfigMap volume missing", "Deployment", "triton",
+     lambda b: pod(b)["volumes"].append({"name": "c", "configMap": {"name": "triton-models"}}),
+     "spec.template.spec.volumes[3].configMap.name names ConfigMap ai-serving/triton-models"),
+    ("ConfigMap volume created", "Deployment", "triton",
+     lambda b: pod(b)["volumes"].append({"name": "c", "configMap": {"name": "ha-ai-stack-prerequisites"}}), None),
+    ("Secret volume missing", "Deployment", "triton",
+     lambda b: pod(b)["volumes"].append({"name": "s", "secret": {"secretName": "tls"}}),
+     "spec.template.spec.volumes[3].secret.secretName names Secret ai-serving/tls"),
+    ("Secret volume created", "Deployment", "triton",
+     lambda b: pod(b)["volumes"].append({"name": "s", "secret": {"secretName": "redis-auth"}}), None),
+    ("PVC missing", "Deployment", "triton",
+     lambda b: pod(b)["volumes"].append({"name": "p", "persistentVolumeClaim": {"claimName": "models"}}),
+     "persistentVolumeClaim.claimName names PersistentVolumeClaim ai-serving/models"),
+    ("envFrom missing", "Deployment", "triton",
+     lambda b: pod(b)["containers"][0].update(envFrom=[{"secretRef": {"name": "ngc"}}]),
+     "spec.template.spec.containers[0].envFrom[0].secretRef names Secret ai-serving/ngc"),
+    ("envFrom optional", "Deployment", "triton",
+     lambda b: pod(b)["containers"][0].update(envFrom=[{"secretRef": {"name": "ngc", "optional": True}}]), None),
+    ("created Secret, missing key", "StatefulSet", "redis-us-east-1a",
+     lambda b: pod(b)["containers"][0]["env"][3]["valueFrom"]["secretKeyRef"].update(key="pass"),
+     "names Secret ai-serving/redis-auth, key pass"),
+    ("system PriorityClass", "Deployment", "triton",
+     lambda b: pod(b).update(priorityClassName="system-cluster-critical"), None),
+    ("unknown PriorityClass", "Deployment", "triton", lambda b: pod(b).update(priorityClassName="batch-low"),
+     "names PriorityClass batch-low"),
+    ("default StorageClass", "StatefulSet", "redis-us-east-1a",
+     lambda b: b["spec"]["volumeClaimTemplates"][0]["spec"].pop("storageClassName"),
+     "names DefaultStorageClass the cluster's default StorageClass"),
+])
+def test_each_kind_of_reference(pack: Any, case: str, kind: str, name: str, change: Any, expected: str | None) -> None:
+    found = messages(pack, edit(kind, name, change))
+    if expected is None:
+        assert found == [], case
+    else:
+        assert len(found) == 1 and expected in found[0], (case, found)
+
+
+def test_custom_resources_need_their_crd(pack: Any) -> None:
+    staging = stack_capture("staging").resources
+    configure(pack, tier_config(PACK, "staging"))
+    try:
+        assert messages(pack, staging) == []
+        without = copy.deepcopy(staging)
+        for resource in without:
+            if resource.inputs.get("metadata", {}).get("name") == "ha-ai-stack-prerequisites":
+                items = json.loads(resource.inputs["data"]["prerequisites.json"])
+                resource.inputs["data"]["prerequisites.json"] = json.dumps(
+                    [i for i in items if i["kind"] != "CustomResourceDefinition"])
+        assert messages(pack, without) == [
+            "EC2NodeClass gpu-a10g: apiVersion names CustomResourceDefinition ec2nodeclasses.karpenter.k8s.aws, which "
+            "the stack does not create and no prerequisite declares.",
+            "NodePool gpu-a10g: apiVersion names CustomResourceDefinition nodepools.karpenter.sh, which the stack "
+            "does not create and no prerequisite declares."]
+    finally:
+        configure(pack, tier_config(PACK, "prod"))
+
+
+def test_references_of_an_ingress_and_a_pvc() -> None:
+    ingress = references_of("networking.k8s.io/v1", "Ingress",
+                            {"metadata": {"name": "web", "namespace": "ml"}, "spec": {"ingressClassName": "alb"}})
+    assert ingress == [Reference("IngressClass", "alb", None, "spec.ingressClassName")]
+    claim = references_of("v1", "PersistentVolumeClaim", {"metadata": {"name": "c", "namespace": "ml"}, "spec": {}})
+    assert claim == [Reference("DefaultStorageClass", "", None, "spec.storageClassName")]
+    provided = provided_by([], [Prerequisite(kind="IngressClass", name="alb", reason="AWS LB controller")], "ml")
+    assert provided.resolves(ingress[0]) and not provided.resolves(claim[0])
+
+
+def test_prerequisites_are_validated_with_paths() -> None:
+    config = prod_config()
+    config["prerequisites"] = [{"kind": "Secret", "name": "Bad_Name", "reason": "x"},
+                               {"kind": "PriorityClass", "name": "p", "namespace": "ml", "reason": "x"},
+                               {"kind": "Secret", "name": "s"}]
+    with pytest.raises(ConfigError) as raised:
+        run_stack_config(config, stack="prod")
+    assert raised.value.problems == [
+        "haai:prerequisites[0]: 'Bad_Name' is not a valid DNS subdomain: lowercase letters, digits, '-' and '.', each "
+        "part starting and ending with a letter or digit",
+        "haai:prerequisites[1]: PriorityClass is not namespaced: drop namespace",
+        "haai:prerequisites[2].reason: required key is missing"]
+
+
+def test_shared_cluster_objects_are_applied_server_side() -> None:
+    capture = stack_capture("prod")
+    types = {r.type_token for r in capture.resources if r.inputs.get("kind") in ("PriorityClass", "StorageClass")}
+    assert types == {"kubernetes:scheduling.k8s.io/v1:PriorityClassPatch", "kubernetes:storage.k8s.io/v1:StorageClassPatch"}
+    [storage] = [r.inputs for r in capture.resources if r.inputs.get("kind") == "StorageClass"]
+    assert (storage["provisioner"], storage["volumeBindingMode"], storage["reclaimPolicy"],
+            storage["allowVolumeExpansion"], storage["parameters"]["encrypted"]) == (
+        "ebs.csi.aws.com", "WaitForFirstConsumer", "Retain", True, "true")
+    staging = [r.inputs for r in stack_capture("staging").resources if r.inputs.get("kind") == "StorageClass"]
+    assert staging[0]["reclaimPolicy"] == "Delete"  # Retain is for prod
+    [addon] = [r.inputs for r in capture.resources if r.type_token == "aws:eks/addon:Addon"]
+    assert addon["addonName"] == "aws-ebs-csi-driver" and addon["clusterName"] == "acme-prod"
+    assert addon["serviceAccountRoleArn"].endswith(":role/haai-acme-prod-ebs-csi")
+    config = prod_config()
+    config["gpu_pools"][0]["eks"]["ebs_csi_driver"] = "present"
+    assert not [r for r in run_stack_config(config, stack="prod").resources if r.type_token == "aws:eks/addon:Addon"]
