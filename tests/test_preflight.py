@@ -130,11 +130,11 @@ def test_cli_preflight_exit_codes_against_a_moto_server(tmp_path: Path, monkeypa
             return edit
 
         good = project_copy(tmp_path / "good", "prod", use(["us-east-1a", "us-east-1b", "us-east-1c"]))
-        result = haai("preflight", "--stack", "prod", cwd=good)
+        result = haai("preflight", "--stack", "prod", "--no-cluster", cwd=good)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "g5.12xlarge offered" in result.stdout and "fail" not in result.stdout
         bad = project_copy(tmp_path / "bad", "prod", use(["us-east-1a", "us-east-1e"]))
-        result = haai("preflight", "--stack", "prod", cwd=bad)
+        result = haai("preflight", "--stack", "prod", "--no-cluster", cwd=bad)
         assert result.returncode == 1, result.stdout + result.stderr
         assert "not offered in us-east-1e" in result.stdout
     finally:

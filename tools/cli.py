@@ -16,6 +16,7 @@ from .capture import Capture, Project, StackNotFoundError, capture_stack, defaul
 from ha_ai_stack.config import stack_file_config, validate_stack_config
 from ha_ai_stack.errors import ConfigError
 from .policy_check import Finding, check_capture
+from .preflight import Check
 from .render import OutputDirError, manifests, summary, write_manifests
 
 app = typer.Typer(help="Offline tools for ha-ai-stack: render stacks without a cloud or cluster.",
@@ -127,21 +128,36 @@ def preflight(
     stack: StackOption,
     project_dir: ProjectOption = None,
     region: Annotated[Optional[str], typer.Option(help="AWS region (default: the AWS environment's).")] = None,
+    aws: Annotated[bool, typer.Option(help="Check GPU capacity in AWS.")] = True,
+    cluster: Annotated[bool, typer.Option(help="Check the live cluster for the declared prerequisites.")] = True,
+    context: Annotated[Optional[str], typer.Option(help="kubeconfig context (default: the current one).")] = None,
 ) -> None:
-    """Check GPU capacity in AWS before a deploy: zones, offerings, GPUs per node, cluster, vCPU quota.
+    """Check before a deploy: GPU capacity in AWS (zones, offerings, GPUs per node, cluster, vCPU quota) and
+    the live cluster (declared prerequisites, CRDs, metrics APIs, GPU nodes).
 
-    Uses the usual AWS environment for credentials. Exits 1 when any check fails.
+    Uses the usual AWS environment and kubeconfig. Exits 1 when any check fails.
     """
-    import boto3
-
-    from .preflight import preflight as run_preflight
-
     with _usage_errors(StackNotFoundError, ConfigError):
         project = Project.load(project_dir or default_project_root())
         config = validate_stack_config(stack_file_config(project.stack_config(stack), stack))
-    session = boto3.Session(region_name=region)
-    checks = run_preflight(config, session.client)
-    _print_table(f"stack {stack}: GPU capacity preflight", ("pool", "check", "status", "detail"),
+    checks = []
+    if aws:
+        import boto3
+
+        from .preflight import preflight as run_preflight
+
+        session = boto3.Session(region_name=region)
+        checks += run_preflight(config, session.client)
+    if cluster:
+        from .cluster_preflight import api_client, cluster_preflight
+
+        try:
+            api = api_client(context)
+        except Exception as error:  # noqa: BLE001 (no kubeconfig, bad context: one line, not a traceback)
+            checks.append(Check("cluster", "reachable", "unknown", f"no usable kubeconfig: {error}"))
+        else:
+            checks += cluster_preflight(config, api)
+    _print_table(f"stack {stack}: preflight", ("subject", "check", "status", "detail"),
                  [(c.pool, c.check, c.status, c.detail) for c in checks])
     if any(c.status == "fail" for c in checks):
         raise typer.Exit(EXIT_VIOLATIONS)

@@ -1,0 +1,263 @@
+"""``haai preflight`` against a live-cluster stand-in: a small Kubernetes API on loopback.
+
+The stand-in serves only the endpoints preflight calls, with objects shaped like the real API's: every
+object it serves is first validated strictly against the official schemas (kubernetes-validate), except
+the custom-metrics MetricValueList, which those schemas do not cover. Each check has a passing and a
+failing case.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from kubernetes import client
+
+from ha_ai_stack.config import validate_stack_config
+from ha_ai_stack_tools.cluster_preflight import cluster_preflight
+
+from .conftest import PROJECT_ROOT, haai, project_copy
+from .schemas import validate_object
+
+NS = "ai-serving"
+KUBERNETES_VERSION = "1.33"
+
+
+def meta(name: str, namespace: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {"name": name, **({"namespace": namespace} if namespace else {}), **extra}
+
+
+def secret(name: str, keys: list[str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": meta(name, NS), "type": "Opaque",
+            "data": {key: "dmFsdWU=" for key in keys}}
+
+
+def storage_class(name: str, binding: str, default: bool = False) -> dict[str, Any]:
+    annotations = {"storageclass.kubernetes.io/is-default-class": "true"} if default else {}
+    return {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": meta(name, annotations=annotations),
+            "provisioner": "ebs.csi.aws.com", "volumeBindingMode": binding, "reclaimPolicy": "Delete"}
+
+
+def api_service(name: str, available: bool) -> dict[str, Any]:
+    group, version = name.split(".", 1)[1], name.split(".", 1)[0]
+    return {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService", "metadata": meta(name),
+            "spec": {"group": group, "version": version, "groupPriorityMinimum": 100, "versionPriority": 100,
+                     "service": {"name": "adapter", "namespace": "monitoring"}},
+            "status": {"conditions": [{"type": "Available", "status": "True" if available else "False",
+                                       "lastTransitionTime": "2026-01-01T00:00:00Z",
+                                       "reason": "Passed" if available else "FailedDiscoveryCheck",
+                                       "message": "all checks passed" if available else "no endpoints"}]}}
+
+
+def crd(name: str) -> dict[str, Any]:
+    plural, group = name.split(".", 1)
+    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": meta(name),
+            "spec": {"group": group, "scope": "Cluster", "names": {"plural": plural, "kind": plural.title()},
+                     "versions": [{"name": "v1", "served": True, "storage": True,
+                                   "schema": {"openAPIV3Schema": {"type": "object"}}}]},
+            "status": {"conditions": [{"type": "Established", "status": "True",
+                                       "lastTransitionTime": "2026-01-01T00:00:00Z", "reason": "InitialNamesAccepted",
+                                       "message": "the initial names have been accepted"}],
+                       "acceptedNames": {"plural": plural, "kind": plural.title()}, "storedVersions": ["v1"]}}
+
+
+def node(name: str, labels: dict[str, str], tainted: bool) -> dict[str, Any]:
+    taints = [{"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}] if tainted else []
+    return {"apiVersion": "v1", "kind": "Node", "metadata": meta(name, labels=labels), "spec": {"taints": taints}}
+
+
+class FakeCluster:
+    """Objects by API path; the handler serves them, lists filtered by labelSelector."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.nodes: list[dict[str, Any]] = []
+        self.storage_classes: list[dict[str, Any]] = []
+        self.metrics: dict[str, dict[str, Any]] = {}
+
+    def put(self, path: str, body: dict[str, Any]) -> None:
+        validate_object(body, KUBERNETES_VERSION)  # honest shapes: the official schema, strictly
+        self.objects[path] = body
+
+    def add_node(self, body: dict[str, Any]) -> None:
+        validate_object(body, KUBERNETES_VERSION)
+        self.nodes.append(body)
+
+    def add_storage_class(self, body: dict[str, Any]) -> None:
+        validate_object(body, KUBERNETES_VERSION)
+        self.storage_classes.append(body)
+        self.objects[f"/apis/storage.k8s.io/v1/storageclasses/{body['metadata']['name']}"] = body
+
+    def answer(self, raw_path: str) -> tuple[int, dict[str, Any]]:
+        url = urlparse(raw_path)
+        if url.path.rstrip("/") == "/version":
+            return 200, {"major": "1", "minor": "33", "gitVersion": "v1.33.1", "gitCommit": "abc", "gitTreeState": "clean",
+                         "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24", "compiler": "gc",
+                         "platform": "linux/amd64"}
+        if url.path == "/api/v1/nodes":
+            wanted = dict(part.split("=", 1) for part in parse_qs(url.query).get("labelSelector", [""])[0].split(",")
+                          if "=" in part)
+            items = [n for n in self.nodes if wanted.items() <= n["metadata"].get("labels", {}).items()]
+            return 200, {"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": items}
+        if url.path == "/apis/storage.k8s.io/v1/storageclasses":
+            return 200, {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClassList", "metadata": {},
+                         "items": self.storage_classes}
+        body = self.objects.get(url.path) or self.metrics.get(url.path)
+        if body is None:
+            return 404, {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
+                         "message": f"{url.path} not found", "reason": "NotFound", "code": 404}
+        return 200, body
+
+
+@pytest.fixture
+def cluster() -> Iterator[tuple[FakeCluster, str]]:
+    fake = FakeCluster()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            status, body = fake.answer(self.path)
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield fake, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def api(host: str) -> client.ApiClient:
+    configuration = client.Configuration()
+    configuration.host = host
+    return client.ApiClient(configuration)
+
+
+def config_with(prerequisites: list[dict[str, Any]], pools: list[dict[str, Any]] | None = None) -> Any:
+    return validate_stack_config({"tier": "dev", "namespace": NS, "prerequisites": prerequisites,
+                                  "gpu_pools": pools or []})
+
+
+def statuses(checks: list[Any]) -> dict[tuple[str, str], str]:
+    return {(c.pool, c.check): c.status for c in checks}
+
+
+def test_unreachable_cluster_is_one_line() -> None:
+    checks = cluster_preflight(config_with([{"kind": "Secret", "name": "hf", "reason": "r"}]), api("http://127.0.0.1:9"))
+    assert [(c.pool, c.check, c.status) for c in checks] == [("cluster", "reachable", "unknown")]
+    assert checks[0].detail.startswith("cannot reach the cluster:")
+
+
+def test_secret_exists_and_has_its_keys(cluster: tuple[FakeCluster, str]) -> None:
+    fake, host = cluster
+    fake.put(f"/api/v1/namespaces/{NS}/secrets/huggingface", secret("huggingface", ["token"]))
+    fake.put(f"/api/v1/namespaces/{NS}/secrets/other", secret("other", ["password"]))
+    checks = statuses(cluster_preflight(config_with([
+        {"kind": "Secret", "name": "huggingface", "keys": ["token"], "reason": "hf"},
+        {"kind": "Secret", "name": "other", "keys": ["token"], "reason": "o"},
+        {"kind": "Secret", "name": "absent", "reason": "a"}]), api(host)))
+    assert checks[("cluster", "reachable")] == "pass"
+    assert checks[(f"Secret {NS}/huggingface", "exists")] == "pass"
+    assert checks[(f"Secret {NS}/huggingface", "keys")] == "pass"
+    assert checks[(f"Secret {NS}/other", "keys")] == "fail"
+    assert checks[(f"Secret {NS}/absent", "exists")] == "fail"
+
+
+def test_storage_classes_binding_mode_and_default(cluster: tuple[FakeCluster, str]) -> None:
+    fake, host = cluster
+    fake.add_storage_class(storage_class("gp3", "WaitForFirstConsumer"))
+    fake.add_storage_class(storage_class("fast", "Immediate"))
+    checks = statuses(cluster_preflight(config_with([
+        {"kind": "StorageClass", "name": "gp3", "reason": "r"}, {"kind": "StorageClass", "name": "fast", "reason": "r"},
+        {"kind": "DefaultStorageClass", "reason": "r"}]), api(host)))
+    assert checks[("StorageClass gp3", "binding mode")] == "pass"
+    assert checks[("StorageClass fast", "binding mode")] == "fail"
+    assert checks[("DefaultStorageClass", "exists")] == "fail"  # none marked default
+    fake.add_storage_class(storage_class("standard", "WaitForFirstConsumer", default=True))
+    checks = statuses(cluster_preflight(config_with([{"kind": "DefaultStorageClass", "reason": "r"}]), api(host)))
+    assert checks[("DefaultStorageClass", "exists")] == "pass"
+    assert checks[("DefaultStorageClass", "binding mode")] == "pass"
+
+
+def test_crds_and_metrics_apis(cluster: tuple[FakeCluster, str]) -> None:
+    fake, host = cluster
+    fake.put("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/nodepools.karpenter.sh", crd("nodepools.karpenter.sh"))
+    fake.put("/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.metrics.k8s.io",
+             api_service("v1beta1.metrics.k8s.io", available=True))
+    prerequisites = [
+        {"kind": "CustomResourceDefinition", "name": "nodepools.karpenter.sh", "reason": "karpenter"},
+        {"kind": "CustomResourceDefinition", "name": "ec2nodeclasses.karpenter.k8s.aws", "reason": "karpenter"},
+        {"kind": "APIService", "name": "v1beta1.metrics.k8s.io", "reason": "metrics-server"},
+        {"kind": "PodsMetric", "name": "DCGM_FI_DEV_GPU_UTIL", "reason": "adapter"}]
+    checks = statuses(cluster_preflight(config_with(prerequisites), api(host)))
+    assert checks[("CustomResourceDefinition nodepools.karpenter.sh", "established")] == "pass"
+    assert checks[("CustomResourceDefinition ec2nodeclasses.karpenter.k8s.aws", "exists")] == "fail"
+    assert checks[("APIService v1beta1.metrics.k8s.io", "available")] == "pass"
+    assert checks[("PodsMetric DCGM_FI_DEV_GPU_UTIL", "served")] == "fail"  # no custom metrics API at all
+
+    fake.put("/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.custom.metrics.k8s.io",
+             api_service("v1beta1.custom.metrics.k8s.io", available=False))
+    checks = statuses(cluster_preflight(config_with(prerequisites), api(host)))
+    assert checks[("APIService v1beta1.custom.metrics.k8s.io", "available")] == "fail"
+    assert checks[("PodsMetric DCGM_FI_DEV_GPU_UTIL", "served")] == "fail"  # registered, but nothing serves it
+
+    fake.put("/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.custom.metrics.k8s.io",
+             api_service("v1beta1.custom.metrics.k8s.io", available=True))
+    fake.metrics[f"/apis/custom.metrics.k8s.io/v1beta1/namespaces/{NS}/pods/*/DCGM_FI_DEV_GPU_UTIL"] = {
+        "kind": "MetricValueList", "apiVersion": "custom.metrics.k8s.io/v1beta1", "metadata": {},
+        "items": [{"describedObject": {"kind": "Pod", "namespace": NS, "name": "triton-0", "apiVersion": "/v1"},
+                   "metric": {"name": "DCGM_FI_DEV_GPU_UTIL"}, "timestamp": "2026-01-01T00:00:00Z", "value": "42"}]}
+    checks = statuses(cluster_preflight(config_with(prerequisites), api(host)))
+    assert checks[("PodsMetric DCGM_FI_DEV_GPU_UTIL", "served")] == "pass"
+
+
+def test_gpu_pool_nodes(cluster: tuple[FakeCluster, str]) -> None:
+    fake, host = cluster
+    labels = {"nvidia.com/gpu.present": "true", "ha-ai-stack/gpu-pool": "gpu"}
+    existing = [{"name": "gpu", "gpus_per_node": 1}]
+    karpenter = [{"name": "gpu", "backend": "karpenter", "instance_types": ["g5.xlarge"], "zones": ["a", "b"],
+                  "karpenter": {"cluster_name": "c", "node_role": "r"}}]
+    assert statuses(cluster_preflight(config_with([], existing), api(host)))[("pool gpu", "nodes")] == "fail"
+    assert statuses(cluster_preflight(config_with([], karpenter), api(host)))[("pool gpu", "nodes")] == "pass"
+    fake.add_node(node("n1", labels, tainted=False))
+    assert statuses(cluster_preflight(config_with([], existing), api(host)))[("pool gpu", "nodes")] == "fail"
+    fake.add_node(node("n2", labels, tainted=True))
+    assert statuses(cluster_preflight(config_with([], existing), api(host)))[("pool gpu", "nodes")] == "pass"
+
+
+def test_cli_checks_the_cluster_through_the_kubeconfig(cluster: tuple[FakeCluster, str], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    fake, host = cluster
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "stand-in",
+        "clusters": [{"name": "stand-in", "cluster": {"server": host}}],
+        "contexts": [{"name": "stand-in", "context": {"cluster": "stand-in", "user": "me"}}],
+        "users": [{"name": "me", "user": {"token": "t"}}]}))
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    result = haai("preflight", "--stack", "dev", "--no-aws", cwd=PROJECT_ROOT)
+    assert result.returncode == 1, result.stdout + result.stderr  # no default class, no GPU node yet
+    assert "DefaultStorageClass" in result.stdout and "fail" in result.stdout
+    fake.add_storage_class(storage_class("standard", "WaitForFirstConsumer", default=True))
+    fake.add_node(node("n1", {"nvidia.com/gpu.present": "true", "ha-ai-stack/gpu-pool": "gpu-dev"}, tainted=True))
+    result = haai("preflight", "--stack", "dev", "--no-aws", cwd=PROJECT_ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    result = haai("preflight", "--stack", "dev", "--no-aws", cwd=PROJECT_ROOT)
+    assert result.returncode == 0 and "no usable kubeconfig" in result.stdout and "Traceback" not in result.stderr
