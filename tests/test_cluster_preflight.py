@@ -155,12 +155,12 @@ def config_with(prerequisites: list[dict[str, Any]], pools: list[dict[str, Any]]
 
 
 def statuses(checks: list[Any]) -> dict[tuple[str, str], str]:
-    return {(c.pool, c.check): c.status for c in checks}
+    return {(c.subject, c.check): c.status for c in checks}
 
 
 def test_unreachable_cluster_is_one_line() -> None:
     checks = cluster_preflight(config_with([{"kind": "Secret", "name": "hf", "reason": "r"}]), api("http://127.0.0.1:9"))
-    assert [(c.pool, c.check, c.status) for c in checks] == [("cluster", "reachable", "unknown")]
+    assert [(c.subject, c.check, c.status) for c in checks] == [("cluster", "reachable", "unknown")]
     assert checks[0].detail.startswith("cannot reach the cluster:")
 
 

@@ -158,7 +158,7 @@ def preflight(
         else:
             checks += cluster_preflight(config, api)
     _print_table(f"stack {stack}: preflight", ("subject", "check", "status", "detail"),
-                 [(c.pool, c.check, c.status, c.detail) for c in checks])
+                 [(c.subject, c.check, c.status, c.detail) for c in checks])
     if any(c.status == "fail" for c in checks):
         raise typer.Exit(EXIT_VIOLATIONS)
 

@@ -28,7 +28,7 @@ NOT_FOUND = {"InvalidSubnetID.NotFound", "ResourceNotFoundException", "InvalidIn
 
 @dataclass(frozen=True)
 class Check:
-    pool: str
+    subject: str  # a pool, the cluster, or a prerequisite
     check: str
     status: Status
     detail: str
