@@ -100,11 +100,11 @@ class InferenceServiceArgs(TypedDict):
     model_load_seconds: NotRequired[int]
     "Longest model load the startup probe allows. Default: 1800."
     anti_affinity: NotRequired[str]
-    "Hostname anti-affinity strength. One of: required, preferred. Default: \"required\"."
+    "Hostname anti-affinity strength: `required` keeps replicas on distinct nodes (https://kubernetes.io/docs/concepts/scheduling-eviction/assign-pod-node/#inter-pod-affinity-and-anti-affinity). One of: required, preferred. Default: \"required\"."
     zone_spread: NotRequired[str]
-    "Zone spread strength (maxSkew 1). One of: required, preferred. Default: \"required\"."
+    "Zone spread strength (maxSkew 1): `required` refuses to pack a zone (https://kubernetes.io/docs/concepts/scheduling-eviction/topology-spread-constraints/). One of: required, preferred. Default: \"required\"."
     disruption: NotRequired[DisruptionSpec]
-    "PodDisruptionBudget. Default: its fields' defaults."
+    "PodDisruptionBudget: limits evictions by drains and autoscalers (https://kubernetes.io/docs/concepts/workloads/pods/disruptions/). Default: its fields' defaults."
     termination_grace_period_seconds: NotRequired[int]
     "Time to finish in-flight requests; >= longest request. Default: 120."
     pre_stop_sleep_seconds: NotRequired[int]
@@ -116,7 +116,7 @@ class InferenceServiceArgs(TypedDict):
     env_from_secrets: NotRequired[list[str]]
     "Secrets loaded whole as env. Default: []."
     priority_class_name: NotRequired[str]
-    "PriorityClass of the pods. Default: null."
+    "PriorityClass of the pods, so serving outlives batch work under pressure (https://kubernetes.io/docs/concepts/scheduling-eviction/pod-priority-preemption/). Default: null."
     service_account_annotations: NotRequired[dict[str, str]]
     "ServiceAccount annotations (e.g. an IRSA role for model pulls). Default: {}."
     pod_annotations: NotRequired[dict[str, str]]
@@ -155,9 +155,9 @@ class RedisClusterArgs(TypedDict):
     image: NotRequired[str]
     "Redis image, pinned. Default: \"redis:7.2.5\"."
     node_timeout_ms: NotRequired[int]
-    "cluster-node-timeout (failure detection). Default: 3000."
+    "cluster-node-timeout: how long a member may be silent before failover; 3000 from the benchmark (https://redis.io/docs/latest/operate/oss_and_stack/management/scaling/). Default: 3000."
     require_full_coverage: NotRequired[bool]
-    "Stop all writes when any slot is uncovered (Redis default: true). Default: false."
+    "Stop all writes when any slot is uncovered (Redis default: true); off keeps the other shards writable (https://redis.io/docs/latest/operate/oss_and_stack/reference/cluster-spec/). Default: false."
     allow_reads_when_down: NotRequired[bool]
     "Serve reads while the cluster is down. Default: false."
     min_replicas_to_write: NotRequired[int]
@@ -304,11 +304,11 @@ class InferenceEntry(TypedDict):
     model_load_seconds: NotRequired[int]
     "Longest model load the startup probe allows. Default: 1800."
     anti_affinity: NotRequired[str]
-    "Hostname anti-affinity strength. One of: required, preferred. Default: \"required\"."
+    "Hostname anti-affinity strength: `required` keeps replicas on distinct nodes (https://kubernetes.io/docs/concepts/scheduling-eviction/assign-pod-node/#inter-pod-affinity-and-anti-affinity). One of: required, preferred. Default: \"required\"."
     zone_spread: NotRequired[str]
-    "Zone spread strength (maxSkew 1). One of: required, preferred. Default: \"required\"."
+    "Zone spread strength (maxSkew 1): `required` refuses to pack a zone (https://kubernetes.io/docs/concepts/scheduling-eviction/topology-spread-constraints/). One of: required, preferred. Default: \"required\"."
     disruption: NotRequired[DisruptionSpec]
-    "PodDisruptionBudget. Default: its fields' defaults."
+    "PodDisruptionBudget: limits evictions by drains and autoscalers (https://kubernetes.io/docs/concepts/workloads/pods/disruptions/). Default: its fields' defaults."
     termination_grace_period_seconds: NotRequired[int]
     "Time to finish in-flight requests; >= longest request. Default: 120."
     pre_stop_sleep_seconds: NotRequired[int]
@@ -320,7 +320,7 @@ class InferenceEntry(TypedDict):
     env_from_secrets: NotRequired[list[str]]
     "Secrets loaded whole as env. Default: []."
     priority_class_name: NotRequired[str]
-    "PriorityClass of the pods. Default: null."
+    "PriorityClass of the pods, so serving outlives batch work under pressure (https://kubernetes.io/docs/concepts/scheduling-eviction/pod-priority-preemption/). Default: null."
     service_account_annotations: NotRequired[dict[str, str]]
     "ServiceAccount annotations (e.g. an IRSA role for model pulls). Default: {}."
     pod_annotations: NotRequired[dict[str, str]]
@@ -359,9 +359,9 @@ class RedisConfig(TypedDict):
     image: NotRequired[str]
     "Redis image, pinned. Default: \"redis:7.2.5\"."
     node_timeout_ms: NotRequired[int]
-    "cluster-node-timeout (failure detection). Default: 3000."
+    "cluster-node-timeout: how long a member may be silent before failover; 3000 from the benchmark (https://redis.io/docs/latest/operate/oss_and_stack/management/scaling/). Default: 3000."
     require_full_coverage: NotRequired[bool]
-    "Stop all writes when any slot is uncovered (Redis default: true). Default: false."
+    "Stop all writes when any slot is uncovered (Redis default: true); off keeps the other shards writable (https://redis.io/docs/latest/operate/oss_and_stack/reference/cluster-spec/). Default: false."
     allow_reads_when_down: NotRequired[bool]
     "Serve reads while the cluster is down. Default: false."
     min_replicas_to_write: NotRequired[int]

@@ -154,9 +154,12 @@ class InferenceSpec(_Strict):
     model_load_seconds: int = Field(
         default=1800, ge=10, le=14400, description="Longest model load the startup probe allows."
     )
-    anti_affinity: Placement = Field(default="required", description="Hostname anti-affinity strength.")
-    zone_spread: Placement = Field(default="required", description="Zone spread strength (maxSkew 1).")
-    disruption: DisruptionSpec = Field(default_factory=DisruptionSpec, description="PodDisruptionBudget.")
+    anti_affinity: Placement = Field(default="required", description="Hostname anti-affinity strength: `required` keeps replicas on distinct nodes "
+                    "(https://kubernetes.io/docs/concepts/scheduling-eviction/assign-pod-node/#inter-pod-affinity-and-anti-affinity).")
+    zone_spread: Placement = Field(default="required", description="Zone spread strength (maxSkew 1): `required` refuses to pack a zone "
+                    "(https://kubernetes.io/docs/concepts/scheduling-eviction/topology-spread-constraints/).")
+    disruption: DisruptionSpec = Field(default_factory=DisruptionSpec, description="PodDisruptionBudget: limits evictions by drains and "
+                    "autoscalers (https://kubernetes.io/docs/concepts/workloads/pods/disruptions/).")
     termination_grace_period_seconds: int = Field(
         default=120, ge=1, le=3600, description="Time to finish in-flight requests; >= longest request."
     )
@@ -166,7 +169,8 @@ class InferenceSpec(_Strict):
     env: dict[str, str] = Field(default_factory=dict, description="Literal env vars (no secrets).")
     secret_env: dict[str, SecretKeyRef] = Field(default_factory=dict, description="Env vars from Secret keys.")
     env_from_secrets: list[str] = Field(default_factory=list, description="Secrets loaded whole as env.")
-    priority_class_name: str | None = Field(default=None, description="PriorityClass of the pods.")
+    priority_class_name: str | None = Field(default=None, description="PriorityClass of the pods, so serving outlives batch work under "
+                    "pressure (https://kubernetes.io/docs/concepts/scheduling-eviction/pod-priority-preemption/).")
     service_account_annotations: dict[str, str] = Field(
         default_factory=dict, description="ServiceAccount annotations (e.g. an IRSA role for model pulls)."
     )

@@ -47,10 +47,12 @@ class RedisClusterSpec(ArgsModel):
                                   "stack brings one: see create_storage_class).")
     image: str = Field(default="redis:7.2.5", description="Redis image, pinned.")
     node_timeout_ms: int = Field(
-        default=DEFAULT_NODE_TIMEOUT_MS, ge=500, le=60000, description="cluster-node-timeout (failure detection)."
+        default=DEFAULT_NODE_TIMEOUT_MS, ge=500, le=60000, description="cluster-node-timeout: how long a member may be silent before failover; "
+                    "3000 from the benchmark (https://redis.io/docs/latest/operate/oss_and_stack/management/scaling/)."
     )
     require_full_coverage: bool = Field(
-        default=False, description="Stop all writes when any slot is uncovered (Redis default: true)."
+        default=False, description="Stop all writes when any slot is uncovered (Redis default: true); off "
+                    "keeps the other shards writable (https://redis.io/docs/latest/operate/oss_and_stack/reference/cluster-spec/)."
     )
     allow_reads_when_down: bool = Field(default=False, description="Serve reads while the cluster is down.")
     min_replicas_to_write: int = Field(default=0, ge=0, le=5, description="Refuse writes with fewer in-sync replicas.")
