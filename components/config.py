@@ -215,6 +215,17 @@ def _project_keys_meant_for_us() -> list[str]:
                   for k in _all_configured_keys() if k.startswith(prefix) and k[len(prefix):] in fields)
 
 
+SECRET_CONFIG_REASON = ("stored as a secret (`secure:`), but ha-ai-stack's config carries no secrets: keep the secret "
+                        "in a Kubernetes Secret and reference it (secret_env, or a declared prerequisite), so pods "
+                        "read it through secretKeyRef and it never passes through the program")
+
+
+def _secret_config_keys() -> set[str]:
+    """Keys the engine marks secret: from the language host's environment, or set in process."""
+    keys = set(pulumi.runtime.get_config_secret_keys_env())
+    return keys | {k for k in _all_configured_keys() if pulumi.runtime.is_config_secret(k)}
+
+
 def _configured_keys() -> list[str]:
     """Every configured key of the ``haai`` namespace.
 
@@ -233,7 +244,11 @@ def read_pulumi_config() -> dict[str, Any]:
     config = pulumi.Config(NAMESPACE)
     raw: dict[str, Any] = {}
     problems: list[str] = _project_keys_meant_for_us()
+    secret = _secret_config_keys()
     for key in _configured_keys():
+        if f"{NAMESPACE}:{key}" in secret:
+            problems.append(f"{config_path((key,))}: {SECRET_CONFIG_REASON}")
+            continue
         text = config.get(key)
         if text is not None and text.lstrip()[:1] in ("{", "["):
             try:

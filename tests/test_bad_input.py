@@ -81,6 +81,10 @@ CORPUS: list[tuple[str, str | bytes, str]] = [
     ("JSON-looking string", stack(namespace="[oops"), "haai:namespace: '[oops' starts like a list or map but is not one"),
     ("JSON-looking map string", stack(inference="{bad"), "haai:inference: '{bad' starts like a list or map"),
     ("empty file", "", "haai:tier: required key is missing"),
+    ("secure value", stack(namespace=None) + "  haai:namespace:\n    secure: AAABAHVqZ0cy\n",
+     "haai:namespace: stored as a secret (`secure:`), but ha-ai-stack's config carries no secrets"),
+    ("nested secure value", service(env={"MODE": {"secure": "AAABAK"}}),
+     "haai:inference: stored as a secret (`secure:`)"),
     # keys and types
     ("unquoted 1.30", stack(kubernetes_version=1.30),
      "haai:kubernetes_version: got '1.3': YAML read an unquoted 1.30 as the number 1.3; quote it"),
@@ -342,3 +346,21 @@ def test_secret_outputs_the_provider_marks_are_masked_in_exports() -> None:
 
     capture = capture_program(program, project="p", stack="s", config={})
     assert capture.exports == {"leaked": SECRET_MASK, "plain": "visible"}
+
+
+def test_secure_config_under_the_real_language_host_is_the_same_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's language host hands config over in PULUMI_CONFIG and marks secrets in PULUMI_CONFIG_SECRET_KEYS."""
+    from ha_ai_stack.config import read_pulumi_config
+
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps({"haai:tier": "dev", "haai:namespace": "team-a",
+                                                    "aws:region": "us-east-1"}))
+    monkeypatch.setenv("PULUMI_CONFIG_SECRET_KEYS", json.dumps(["haai:namespace", "aws:region"]))
+    pulumi.runtime.set_all_config({}, [])
+    with pytest.raises(ConfigError) as raised:
+        read_pulumi_config()
+    assert raised.value.problems == [
+        "haai:namespace: stored as a secret (`secure:`), but ha-ai-stack's config carries no secrets: keep the secret "
+        "in a Kubernetes Secret and reference it (secret_env, or a declared prerequisite), so pods read it through "
+        "secretKeyRef and it never passes through the program"]
+    monkeypatch.setenv("PULUMI_CONFIG_SECRET_KEYS", json.dumps(["aws:region"]))  # other namespaces' secrets are fine
+    assert read_pulumi_config()["namespace"] == "team-a"

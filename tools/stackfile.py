@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from ha_ai_stack.config import NAMESPACE, StackConfig
+from ha_ai_stack.config import NAMESPACE, SECRET_CONFIG_REASON, StackConfig
 from ha_ai_stack.errors import ConfigError
 
 # What the Pulumi CLI accepts at the top of a stack file.
@@ -109,7 +109,9 @@ def stack_config_of(document: dict[str, Any], path: Path, project: str) -> dict[
         config = {}
     if not isinstance(config, dict):
         raise StackFileError(path, [*problems, f"config: must be a mapping of keys to values (got a {_kind(config)})"])
-    for key in config:
+    for key, value in config.items():
+        if isinstance(key, str) and key.startswith(f"{NAMESPACE}:") and _has_secure(value):
+            problems.append(f"{key}: {SECRET_CONFIG_REASON}")
         if not isinstance(key, str):
             problems.append(f"config key {key!r}: must be a string like `{NAMESPACE}:namespace`")
             continue
@@ -122,6 +124,15 @@ def stack_config_of(document: dict[str, Any], path: Path, project: str) -> dict[
     if problems:
         raise StackFileError(path, problems)
     return config
+
+
+def _has_secure(value: Any) -> bool:
+    """A Pulumi secret anywhere in a value: a mapping that is exactly ``{secure: <ciphertext>}``."""
+    if isinstance(value, dict):
+        return set(value) == {"secure"} or any(_has_secure(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_secure(v) for v in value)
+    return False
 
 
 def read_stack_config(path: Path, project: str) -> dict[str, Any]:
