@@ -99,6 +99,8 @@ class InferenceServiceArgs(TypedDict):
     "Requests, limits and GPUs. Default: its fields' defaults."
     model_load_seconds: NotRequired[int]
     "Longest model load the startup probe allows. Default: 1800."
+    max_surge: NotRequired[int]
+    "New pods a rolling update starts at once (maxUnavailable stays 0). Each step waits for a model load, so a rollout takes replicas / max_surge loads; raise it where the GPU pool has headroom. Default: 1."
     anti_affinity: NotRequired[str]
     "Hostname anti-affinity strength: `required` keeps replicas on distinct nodes (https://kubernetes.io/docs/concepts/scheduling-eviction/assign-pod-node/#inter-pod-affinity-and-anti-affinity). One of: required, preferred. Default: \"required\"."
     zone_spread: NotRequired[str]
@@ -303,6 +305,8 @@ class InferenceEntry(TypedDict):
     "Requests, limits and GPUs. Default: its fields' defaults."
     model_load_seconds: NotRequired[int]
     "Longest model load the startup probe allows. Default: 1800."
+    max_surge: NotRequired[int]
+    "New pods a rolling update starts at once (maxUnavailable stays 0). Each step waits for a model load, so a rollout takes replicas / max_surge loads; raise it where the GPU pool has headroom. Default: 1."
     anti_affinity: NotRequired[str]
     "Hostname anti-affinity strength: `required` keeps replicas on distinct nodes (https://kubernetes.io/docs/concepts/scheduling-eviction/assign-pod-node/#inter-pod-affinity-and-anti-affinity). One of: required, preferred. Default: \"required\"."
     zone_spread: NotRequired[str]

@@ -81,3 +81,19 @@ def project_copy(tmp_path: Path, stack: str, edit: Callable[[dict[str, Any]], No
     edit(document["config"])
     stack_file.write_text(yaml.safe_dump(document))
     return project
+
+
+def record_custom_timeouts(monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[str | None, str | None]]:
+    """(create, update) custom timeouts of every resource registered from now on, by logical name."""
+    import pulumi
+
+    seen: dict[str, tuple[str | None, str | None]] = {}
+    original = pulumi.CustomResource.__init__
+
+    def record(self: Any, t: str, name: str, props: Any = None, opts: Any = None, *args: Any, **kw: Any) -> None:
+        if opts is not None and opts.custom_timeouts is not None:
+            seen[name] = (opts.custom_timeouts.create, opts.custom_timeouts.update)
+        original(self, t, name, props, opts, *args, **kw)
+
+    monkeypatch.setattr(pulumi.CustomResource, "__init__", record)
+    return seen

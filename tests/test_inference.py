@@ -21,7 +21,7 @@ from ha_ai_stack import (
 from ha_ai_stack_tools.capture import Capture
 from ha_ai_stack.probes import STARTUP_PERIOD_SECONDS
 
-from .conftest import objects_of, only, run_components
+from .conftest import objects_of, only, record_custom_timeouts, run_components
 
 IMAGE = "ghcr.io/acme/ai-model:1.4.2"
 POOL = GpuSchedulingContract.for_pool("gpu-a10g", gpus_per_node=4, gpu_model="A10G",
@@ -280,3 +280,23 @@ def test_service_account_annotations_and_no_token(preview: bool) -> None:
     assert account["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": role}
     assert account["automountServiceAccountToken"] is False
     assert "annotations" not in only(capture, "Deployment")["metadata"]
+
+
+@pytest.mark.parametrize(("fields", "create", "update"), [
+    # 3 replicas, one at a time: 3 x (1800 + 600) + 300; a new Deployment loads every pod at once.
+    ({}, "2700s", "7500s"),
+    # a surge of 3 rolls all three in one step
+    ({"max_surge": 3}, "2700s", "2700s"),
+    # a surge of 2: two steps (ceil(3 / 2))
+    ({"max_surge": 2}, "2700s", "5100s"),
+    # with an HPA, as many replicas as its ceiling may be running: 12 x (2400 + 600) + 300
+    ({"model_load_seconds": 2400, "autoscaling": {"max_replicas": 12}}, "3300s", "36300s"),
+])
+def test_awaits_follow_the_rollout_arithmetic(monkeypatch: pytest.MonkeyPatch, fields: dict[str, Any],
+                                              create: str, update: str) -> None:
+    seen = record_custom_timeouts(monkeypatch)
+    capture = build(False, **fields)
+    assert seen["svc-deployment"] == (create, update)
+    strategy = only(capture, "Deployment")["spec"]["strategy"]["rollingUpdate"]
+    assert strategy == {"maxUnavailable": 0, "maxSurge": fields.get("max_surge", 1)}
+    assert only(capture, "Deployment")["spec"]["progressDeadlineSeconds"] == fields.get("model_load_seconds", 1800) + 600

@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-import pulumi
 import pytest
 
 from ha_ai_stack import InferenceService, InferenceServiceArgs, RedisCluster, RedisClusterArgs
 from ha_ai_stack_tools.capture import SECRET_MASK, Capture
 from ha_ai_stack.redis_cluster import plan_members
 
-from .conftest import objects_of, only, run_components
+from .conftest import objects_of, only, record_custom_timeouts, run_components
 
 ZONES = ["us-east-1a", "us-east-1b", "us-east-1c"]
 
@@ -137,15 +136,7 @@ def test_zones_roll_one_after_another_and_every_await_outlasts_its_work(preview:
 
 
 def test_custom_timeouts_follow_the_rollout_arithmetic(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: dict[str, Any] = {}
-    original = pulumi.CustomResource.__init__
-
-    def record(self: Any, t: str, name: str, props: Any = None, opts: Any = None, *args: Any, **kw: Any) -> None:
-        if opts is not None and opts.custom_timeouts is not None:
-            seen[name] = (opts.custom_timeouts.create, opts.custom_timeouts.update)
-        original(self, t, name, props, opts, *args, **kw)
-
-    monkeypatch.setattr(pulumi.CustomResource, "__init__", record)
+    seen = record_custom_timeouts(monkeypatch)
     build(False, zones=ZONES, handover_timeout_seconds=60, member_ready_timeout_seconds=600)
     assert seen["redis-us-east-1a-sts"] == ("1680s", "1680s")  # 2 x (90 + 600) + 300
     assert seen["redis-bootstrap"] == ("1200s", "1200s")  # BOOTSTRAP_TIMEOUT 900 + 300

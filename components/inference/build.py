@@ -189,9 +189,32 @@ def _hpa_spec(name: str, args: InferenceServiceArgs) -> dict[str, Any] | None:
     }
 
 
+# Per rollout step: scheduling (and a new GPU node, when the pool scales up) and the image pull.
+STEP_SLACK_SECONDS = 600
+AWAIT_SLACK_SECONDS = 300
+SLOW_ROLLOUT_SECONDS = 4 * 3600
+
+
 def rollout_deadline_seconds(args: InferenceSpec) -> int:
-    """How long a rollout may take: one model load per surge step, plus scheduling slack."""
-    return args.model_load_seconds + 600
+    """Kubernetes' progressDeadlineSeconds: the longest one step may go without progress (one model load)."""
+    return args.model_load_seconds + STEP_SLACK_SECONDS
+
+
+def rollout_steps(args: InferenceSpec) -> int:
+    """Steps of a rolling update: with maxUnavailable 0, ``max_surge`` new pods load at a time, for as many
+    replicas as may be running (the HPA's ceiling, when there is one)."""
+    replicas = args.autoscaling.max_replicas if args.autoscaling else args.replicas
+    return -(-replicas // args.max_surge)
+
+
+def update_await_seconds(args: InferenceSpec) -> int:
+    """How long Pulumi waits for a rolling update: every step's model load and slack, then a margin."""
+    return rollout_steps(args) * rollout_deadline_seconds(args) + AWAIT_SLACK_SECONDS
+
+
+def create_await_seconds(args: InferenceSpec) -> int:
+    """A new Deployment starts every pod at once: one model load and slack."""
+    return rollout_deadline_seconds(args) + AWAIT_SLACK_SECONDS
 
 
 def build_inference_objects(name: str, args: InferenceServiceArgs) -> InferenceObjects:
@@ -209,7 +232,7 @@ def build_inference_objects(name: str, args: InferenceServiceArgs) -> InferenceO
         "revisionHistoryLimit": 5,
         "progressDeadlineSeconds": rollout_deadline_seconds(args),
         "selector": {"matchLabels": selector},
-        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": args.max_surge}},
         "template": {"metadata": pod_metadata, "spec": _pod_spec(name, args, selector)},
     }
     service_spec: dict[str, Any] = {

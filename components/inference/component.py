@@ -12,7 +12,14 @@ import pulumi_kubernetes as k8s
 from .. import names
 from ..errors import check_name, validate_args
 from ..options import child_options, register_public_outputs
-from .build import build_inference_objects, rollout_deadline_seconds
+from .build import (
+    SLOW_ROLLOUT_SECONDS,
+    build_inference_objects,
+    create_await_seconds,
+    rollout_deadline_seconds,
+    rollout_steps,
+    update_await_seconds,
+)
 from .spec import SERVICE_NAME_MAX, InferenceServiceArgs
 
 class InferenceService(pulumi.ComponentResource):
@@ -26,7 +33,7 @@ class InferenceService(pulumi.ComponentResource):
     """
 
     deployment: k8s.apps.v1.Deployment
-    """The model server's Deployment (maxUnavailable 0, maxSurge 1)."""
+    """The model server's Deployment (maxUnavailable 0, maxSurge ``max_surge``)."""
     service: k8s.core.v1.Service
     """The ClusterIP Service in front of the pods."""
     pod_disruption_budget: k8s.policy.v1.PodDisruptionBudget
@@ -57,13 +64,19 @@ class InferenceService(pulumi.ComponentResource):
             f"{name}-sa", metadata=objects.service_account_metadata, automount_service_account_token=False, opts=child
         )
         # The HPA owns spec.replicas once it exists; Pulumi must not reset it on every update.
-        # Pulumi waits for the rollout as long as Kubernetes does (one model load plus slack).
-        deadline = f"{rollout_deadline_seconds(args)}s"
+        # Pulumi waits as long as the rollout can take: every pod at once on create, one surge step after
+        # another (each a model load) on update.
+        update_await = update_await_seconds(args)
+        if update_await > SLOW_ROLLOUT_SECONDS:
+            pulumi.log.warn(
+                f"{name}: a rolling update may take up to {update_await / 3600:.1f} h ({rollout_steps(args)} steps of "
+                f"up to {rollout_deadline_seconds(args)} s, {args.max_surge} pod(s) at a time); raise max_surge "
+                f"where the GPU pool has headroom", self)
         deployment_opts = child_options(
             self, opts,
             depends_on=[self.service_account],
             ignore_changes=["spec.replicas"] if objects.hpa_spec else None,
-            custom_timeouts=pulumi.CustomTimeouts(create=deadline, update=deadline),
+            custom_timeouts=pulumi.CustomTimeouts(create=f"{create_await_seconds(args)}s", update=f"{update_await}s"),
         )
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment", metadata=metadata, spec=objects.deployment_spec, opts=deployment_opts

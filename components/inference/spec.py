@@ -154,6 +154,10 @@ class InferenceSpec(_Strict):
     model_load_seconds: int = Field(
         default=1800, ge=10, le=14400, description="Longest model load the startup probe allows."
     )
+    max_surge: int = Field(
+        default=1, ge=1, le=100,
+        description="New pods a rolling update starts at once (maxUnavailable stays 0). Each step waits for a model "
+                    "load, so a rollout takes replicas / max_surge loads; raise it where the GPU pool has headroom.")
     anti_affinity: Placement = Field(default="required", description="Hostname anti-affinity strength: `required` keeps replicas on distinct nodes "
                     "(https://kubernetes.io/docs/concepts/scheduling-eviction/assign-pod-node/#inter-pod-affinity-and-anti-affinity).")
     zone_spread: Placement = Field(default="required", description="Zone spread strength (maxSkew 1): `required` refuses to pack a zone "
