@@ -2,10 +2,13 @@
 
 import pulumi
 
-from ha_ai_stack import HaAiStack, load_stack_config
+from ha_ai_stack import HaAiStack, cluster_provider, load_stack_config
 
 config = load_stack_config()
-stack = HaAiStack(pulumi.get_stack(), config)
+# The stack's own cluster, through an explicit provider that every child inherits.
+provider = cluster_provider(pulumi.get_stack(), config)
+stack = HaAiStack(pulumi.get_stack(), config,
+                  opts=pulumi.ResourceOptions(providers=[provider]) if provider else None)
 
 pulumi.export("tier", config.tier)
 pulumi.export("namespace", config.namespace)

@@ -25,7 +25,7 @@ from .inference import (
 from .probes import PRESETS, ServerPreset
 from .redis_cluster import RedisCluster, RedisClusterArgs
 from .scheduling import GpuSchedulingContract
-from .stack import HaAiStack, HaAiStackArgs
+from .stack import HaAiStack, HaAiStackArgs, cluster_provider
 
 __all__ = [
     "ArgsError",
@@ -52,6 +52,7 @@ __all__ = [
     "SecretKeyRef",
     "ServerPreset",
     "StackConfig",
+    "cluster_provider",
     "load_stack_config",
     "validate_stack_config",
 ]

@@ -76,6 +76,21 @@ class RedisConfig(RedisClusterSpec):
         return self.storage_class or (DEFAULT_REDIS_STORAGE_CLASS if on_aws and self.create_storage_class else None)
 
 
+class ClusterTarget(_Section):
+    """Which cluster the stack deploys to: an explicit Kubernetes provider, never "whatever is current"."""
+
+    context: str | None = Field(default=None, description="kubeconfig context of the target cluster.")
+    kubeconfig: str | None = Field(
+        default=None, description="Path of the kubeconfig file (default: the KUBECONFIG environment, then ~/.kube/config).")
+
+
+# Names the stack's own objects take (per kind), so a service may not take them.
+RESERVED_SERVICE_NAMES = {"default-deny": "the namespace's default-deny NetworkPolicy"}
+RESERVED_WITH_REDIS = {"redis": "the Redis Cluster's Service, PDB and NetworkPolicy",
+                       "redis-headless": "the Redis Cluster's headless Service",
+                       "redis-bootstrap": "the Redis admin Jobs' NetworkPolicy"}
+
+
 class StackConfig(_Section):
     """The whole stack: tier, target cluster, services, pools and Redis."""
 
@@ -88,6 +103,9 @@ class StackConfig(_Section):
     nvidia_device_plugin: bool = Field(
         default=True, description="Deploy the NVIDIA device plugin when there are GPU pools (off if the GPU "
                                   "operator or Bottlerocket already provides it).")
+    cluster: ClusterTarget | None = Field(
+        default=None, description="The target cluster (kubeconfig context or file); every Kubernetes object goes "
+                                  "through an explicit provider for it. Null: the current context.")
     priority_classes: list[PriorityClassSpec] = Field(
         default_factory=list, description="PriorityClasses the stack brings (applied server-side, so stacks on "
                                           "one cluster can share one).")
@@ -138,6 +156,11 @@ class StackConfig(_Section):
                 if name in seen:
                     problems.append(((section, index, "name"), f"duplicate name {name!r} (also at [{seen[name]}])"))
                 seen.setdefault(name, index)
+        reserved = {**RESERVED_SERVICE_NAMES, **(RESERVED_WITH_REDIS if self.redis.enabled else {})}
+        for index, entry in enumerate(self.inference):
+            if entry.name in reserved:
+                problems.append((("inference", index, "name"), f"{entry.name!r} is taken by {reserved[entry.name]}: "
+                                                               f"choose another name"))
         for index, entry in enumerate(self.inference):
             gpus = entry.resources.gpus
             pool = self.pool_for(entry)

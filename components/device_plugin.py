@@ -70,8 +70,8 @@ class NvidiaDevicePluginArgs(ArgsModel):
 class NvidiaDevicePlugin(pulumi.ComponentResource):
     """The device plugin DaemonSet (turn it off where the GPU operator or Bottlerocket provide it)."""
 
-    daemon_set: k8s.apps.v1.DaemonSet
-    """The DaemonSet in kube-system, on GPU nodes only."""
+    daemon_set: k8s.apps.v1.DaemonSetPatch
+    """The DaemonSet in kube-system, on GPU nodes only, applied server-side (shared by stacks on one cluster)."""
 
     def __init__(
         self,
@@ -81,7 +81,10 @@ class NvidiaDevicePlugin(pulumi.ComponentResource):
     ) -> None:
         args = validate_args(NvidiaDevicePluginArgs, args if args is not None else {}, f"NvidiaDevicePlugin {name!r}")
         super().__init__("haai:index:NvidiaDevicePlugin", name, None, opts)
-        self.daemon_set = k8s.apps.v1.DaemonSet(
+        # One DaemonSet per cluster, however many stacks run there: a server-side apply (Patch) lets every
+        # stack co-own the same object with the same spec, where a plain create fails with AlreadyExists in
+        # the second stack. A spec that differs between stacks is a field conflict, reported by `pulumi up`.
+        self.daemon_set = k8s.apps.v1.DaemonSetPatch(
             f"{name}-daemonset",
             metadata={"name": NAME, "namespace": NAMESPACE, "labels": standard_labels(NAME, NAME, "device-plugin")},
             spec=device_plugin_spec(args.image), opts=child_options(self, opts))

@@ -394,6 +394,15 @@ class RedisConfig(TypedDict):
     "On AWS pools (eks, karpenter), bring the PVCs' StorageClass: EBS CSI gp3, encrypted, expandable, WaitForFirstConsumer, Retain in prod; named storage_class (default redis-gp3). Off: declare the class in prerequisites. Default: true."
 
 
+class ClusterTarget(TypedDict):
+    """Which cluster the stack deploys to: an explicit Kubernetes provider, never "whatever is current"."""
+
+    context: NotRequired[str]
+    "kubeconfig context of the target cluster. Default: null."
+    kubeconfig: NotRequired[str]
+    "Path of the kubeconfig file (default: the KUBECONFIG environment, then ~/.kube/config). Default: null."
+
+
 class PriorityClassSpec(TypedDict):
     """A PriorityClass the stack brings (cluster-wide, applied server-side so stacks can share it)."""
 
@@ -439,6 +448,8 @@ class HaAiStackArgs(TypedDict):
     "Redis Cluster. Default: its fields' defaults."
     nvidia_device_plugin: NotRequired[bool]
     "Deploy the NVIDIA device plugin when there are GPU pools (off if the GPU operator or Bottlerocket already provides it). Default: true."
+    cluster: NotRequired[ClusterTarget]
+    "The target cluster (kubeconfig context or file); every Kubernetes object goes through an explicit provider for it. Null: the current context. Default: null."
     priority_classes: NotRequired[list[PriorityClassSpec]]
     "PriorityClasses the stack brings (applied server-side, so stacks on one cluster can share one). Default: []."
     prerequisites: NotRequired[list[Prerequisite]]

@@ -51,6 +51,18 @@ def service_args(
     )
 
 
+def cluster_provider(name: str, config: StackConfig) -> k8s.Provider | None:
+    """An explicit Kubernetes provider for the configured cluster (context and/or kubeconfig), or None.
+
+    Server-side apply stays on (the provider's default in v4): the cluster-wide objects are Patch resources.
+    """
+    if config.cluster is None or (config.cluster.context is None and config.cluster.kubeconfig is None):
+        return None
+    # The provider takes a kubeconfig path or its contents; a path keeps credentials out of the state.
+    return k8s.Provider(f"{name}-kubernetes", context=config.cluster.context, kubeconfig=config.cluster.kubeconfig,
+                        enable_server_side_apply=True)
+
+
 def redis_args(config: StackConfig) -> RedisClusterArgs:
     """Component args of the stack's Redis Cluster (with the StorageClass the stack brings on AWS)."""
     spec = config.redis.model_dump(include=set(RedisClusterSpec.model_fields))

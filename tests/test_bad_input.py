@@ -76,7 +76,7 @@ CORPUS: list[tuple[str, str | bytes, str]] = [
      "tier: ignored by the program (did you mean `haai:tier`?)"),
     ("project-namespace key", stack() + "  ha-ai-stack:namespace: team-b\n",
      "ha-ai-stack:namespace: ignored by the program (did you mean `haai:namespace`?)"),
-    ("bare unknown key", stack() + "  colour: blue\n", "colour: ignored by the program (this program reads only `haai:` keys)"),
+    ("bare unknown key", stack() + "  zebra: 1\n", "zebra: ignored by the program (this program reads only `haai:` keys)"),
     ("non-string key", "config:\n  1: 2\n", "config key 1: must be a string like `haai:namespace`"),
     ("JSON-looking string", stack(namespace="[oops"), "haai:namespace: '[oops' starts like a list or map but is not one"),
     ("JSON-looking map string", stack(inference="{bad"), "haai:inference: '{bad' starts like a list or map"),

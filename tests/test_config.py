@@ -33,7 +33,7 @@ def test_every_problem_is_listed_in_one_error() -> None:
     raw = {
         "tier": "prod",
         "namespace": "Bad_NS",
-        "colour": "blue",
+        "zebra": "blue",
         "inference": [
             service(replicas=0, imag="typo"),
             service(name="b", image="ghcr.io/acme/model:latest", resources={"cpu": "lots"}),
@@ -52,8 +52,8 @@ def test_every_problem_is_listed_in_one_error() -> None:
         "haai:inference[2].image: image 'ghcr.io/acme/model' has no tag: pin a version "
         "(e.g. ghcr.io/acme/model:1.2.3) or a digest",
         "haai:inference[2].anti_affinity: must be 'required' or 'preferred' (got \"sometimes\")",
-        "haai:colour: unknown key (allowed: tier, kubernetes_version, namespace, inference, gpu_pools, redis, "
-        "nvidia_device_plugin, priority_classes, prerequisites)",
+        "haai:zebra: unknown key (allowed: tier, kubernetes_version, namespace, inference, gpu_pools, redis, "
+        "nvidia_device_plugin, cluster, priority_classes, prerequisites)",
     ]
     assert str(caught.value).startswith("invalid stack config (8 problems):\n  haai:namespace:")
 

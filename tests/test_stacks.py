@@ -95,7 +95,7 @@ def test_summary_names_ha_features() -> None:
     triton = rows["Deployment", "ai-serving/triton"]
     assert triton.replicas == "3"
     for feature in ("anti-affinity:hard", "zone-spread:hard", "probes:startup/readiness/liveness",
-                    "rollout:surge=1,unavailable=0", "gpu:1", "hpa:3-12", "pdb:maxUnavailable=1"):
+                    "rollout:surge=3,unavailable=0", "gpu:1", "hpa:3-12", "pdb:maxUnavailable=1"):
         assert feature in triton.features
 
 
@@ -202,3 +202,36 @@ def test_engine_computed_values_are_unknown_in_preview() -> None:
 
     [config_map] = run_components(program, preview=True).of_type("kubernetes:core/v1:ConfigMap")
     assert config_map.inputs["data"] == {"suffix": UNKNOWN}
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_every_kubernetes_object_goes_through_the_stacks_own_cluster_provider(stack: str) -> None:
+    capture = stack_capture(stack)
+    [provider] = capture.of_type("pulumi:providers:kubernetes")
+    assert provider.inputs["context"] == f"acme-{stack}"
+    objects = [r for r in capture.resources if r.custom and r.type_token.startswith("kubernetes:")]
+    assert objects and all(r.provider.startswith(provider.urn + "::") for r in objects), \
+        [r.name for r in objects if not r.provider.startswith(provider.urn)]
+
+
+def test_without_a_cluster_target_there_is_no_explicit_provider() -> None:
+    from .conftest import run_stack_config
+
+    capture = run_stack_config({"tier": "dev", "namespace": "team-a"})
+    assert capture.of_type("pulumi:providers:kubernetes") == []
+
+
+def test_a_service_may_not_take_a_name_the_stack_uses() -> None:
+    from ha_ai_stack import ConfigError
+
+    from .conftest import run_stack_config
+
+    with pytest.raises(ConfigError) as raised:
+        run_stack_config({"tier": "dev", "redis": {"enabled": True, "replicas_per_shard": 0},
+                          "inference": [{"name": "redis", "image": "a/b:1"}, {"name": "default-deny", "image": "a/b:1"}]})
+    assert raised.value.problems == [
+        "haai:inference[0].name: 'redis' is taken by the Redis Cluster's Service, PDB and NetworkPolicy: choose "
+        "another name",
+        "haai:inference[1].name: 'default-deny' is taken by the namespace's default-deny NetworkPolicy: choose "
+        "another name"]
+    run_stack_config({"tier": "dev", "inference": [{"name": "redis", "image": "a/b:1"}]})  # no Redis: free

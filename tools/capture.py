@@ -69,6 +69,7 @@ class CapturedResource:
     inputs: dict[str, Any]
     ignore_changes: tuple[str, ...] = ()
     dependencies: tuple[str, ...] = ()
+    provider: str = ""  # the explicit provider reference ("<urn>::<id>"), empty for the default provider
 
 
 @dataclass
@@ -182,6 +183,7 @@ class _RecordingMonitor(MockMonitor):
                 inputs=inputs,
                 ignore_changes=tuple(request.ignoreChanges),
                 dependencies=tuple(sorted(request.dependencies)),
+                provider=request.provider,
             )
             with self._lock:
                 self._capture.resources.append(record)

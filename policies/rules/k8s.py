@@ -34,8 +34,13 @@ def dig(value: Any, *path: str | int, default: Any = None) -> Any:
     return value
 
 
+def object_type(resource_type: str) -> str:
+    """The object's type token, for a resource or its server-side-apply Patch variant (same object)."""
+    return resource_type.removesuffix("Patch")
+
+
 def pod_template(resource_type: str, props: dict[str, Any]) -> dict[str, Any] | None:
-    path = WORKLOAD_TEMPLATE_PATH.get(resource_type)
+    path = WORKLOAD_TEMPLATE_PATH.get(object_type(resource_type))
     return dig(props, *path) if path else None
 
 

@@ -13,6 +13,7 @@ from .k8s import (
     HPA,
     PDB,
     REPLICATED,
+    object_type,
     ZONE,
     dig,
     matches,
@@ -115,7 +116,7 @@ def _hpa_bounds(args: Any, report: Any) -> None:
 
 
 def _probes(args: Any, report: Any) -> None:
-    if args.resource_type not in REPLICATED | {"kubernetes:apps/v1:DaemonSet"}:
+    if object_type(args.resource_type) not in REPLICATED | {"kubernetes:apps/v1:DaemonSet"}:
         return
     for container in (workload_pod(args) or {}).get("containers") or []:
         name = f"{object_name(args.props)} container {container.get('name')}"
