@@ -168,6 +168,8 @@ def test_gpu_pool_and_password_risks() -> None:
     group["inputs"]["scalingConfig"]["minSize"] = 1
     group["inputs"]["subnetIds"] = group["inputs"]["subnetIds"][:2]
     assert _flag(base, smaller) == [
+        "NodeGroup gpu-a10g-node-group: replaced DELETE-FIRST (the name is taken, so it is gone until the new one is "
+        "up): every GPU node of the pool goes before new ones exist (subnetIds)",
         "NodeGroup gpu-a10g-node-group: GPU pool min size 3 -> 1: less guaranteed GPU capacity",
         "NodeGroup gpu-a10g-node-group: GPU pool zones reduced (3 -> 2): a zone outage takes more",
     ]
@@ -184,8 +186,9 @@ def test_immutable_selector_and_statefulset_removal() -> None:
     deployment["inputs"]["spec"]["selector"]["matchLabels"]["tier"] = "x"
     head = [r for r in head if r["name"] != "redis-us-east-1a-sts"]
     flags = _flag(base, head)
-    assert "Deployment ai-serving/ai-inference-service: the selector is immutable: Pulumi replaces the Deployment " \
-           "(spec.selector.matchLabels.tier)" in flags
+    assert "Deployment ai-serving/ai-inference-service: replaced DELETE-FIRST (the name is taken, so it is gone " \
+           "until the new one is up): the selector is immutable; every replica stops (spec.selector.matchLabels.tier)" \
+        in flags
     assert "StatefulSet ai-serving/redis-us-east-1a: removed: its data goes with it (volumes are orphaned or " \
            "deleted)" in flags
 
@@ -201,3 +204,56 @@ def test_a_redis_pod_template_change_is_flagged_as_a_rolling_restart() -> None:
     quiet = copy.deepcopy(base)
     next(r for r in quiet if r["name"] == "redis-us-east-1b-sts")["inputs"]["spec"]["replicas"] = 2
     assert not any("pod template changed" in flag for flag in _flag(base, quiet))
+
+
+
+def _change(resources: list[dict[str, Any]], name: str, path: list[Any], value: Any) -> list[dict[str, Any]]:
+    changed = copy.deepcopy(resources)
+    target = next(r for r in changed if r["name"] == name)["inputs"]
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return changed
+
+
+# One case per row of the replacement table, each a one-field change of a real rendered resource of prod.
+REPLACEMENT_CASES = [
+    ("Deployment", "triton-deployment", ["spec", "selector", "matchLabels", "x"], "y", "DELETE-FIRST", "spec.selector"),
+    ("StatefulSet", "redis-us-east-1a-sts", ["spec", "serviceName"], "other", "DELETE-FIRST", "spec.serviceName"),
+    ("Job", "redis-bootstrap", ["spec", "template", "spec", "containers", 0, "image"], "redis:7.2.6",
+     "DELETE-FIRST", "spec.template"),
+    ("ConfigMap", "prod-prerequisites", ["data", "prerequisites.json"], "[]\n", "DELETE-FIRST", "data"),
+    ("Secret", "redis-secret", ["stringData", "password"], "changed", "DELETE-FIRST", "stringData"),
+    ("StorageClass", "prod-redis-storage-class", ["parameters", "type"], "io2", "DELETE-FIRST", "parameters"),
+    ("PriorityClass", "prod-priority-class-inference-critical", ["value"], 2000000, "DELETE-FIRST", "value"),
+    ("NodeGroup", "gpu-a10g-node-group", ["instanceTypes"], ["g6.12xlarge"], "DELETE-FIRST", "instanceTypes"),
+    ("Role", "prod-triton-role", ["name"], "haai-other", "replaced (the new one is made first)", "name"),
+    ("Addon", "prod-acme-prod-ebs-csi-driver", ["clusterName"], "other", "replaced (the new one", "clusterName"),
+]
+
+
+@pytest.mark.parametrize(("kind", "name", "path", "value", "how", "field"), REPLACEMENT_CASES,
+                         ids=[c[0] for c in REPLACEMENT_CASES])
+def test_every_replacement_rule_fires_on_a_one_field_change(kind: str, name: str, path: list[Any], value: Any,
+                                                            how: str, field: str) -> None:
+    base = _resources("prod")
+    flags = [f for f in _flag(base, _change(base, name, path, value)) if "replaced" in f]
+    assert len(flags) == 1 and flags[0].startswith(kind) and how in flags[0] and f"({field}" in flags[0], flags
+
+
+def test_a_content_named_config_map_is_replaced_create_first() -> None:
+    base = _resources("prod")
+    head = copy.deepcopy(base)
+    config_map = next(r for r in head if r["name"] == "redis-config")["inputs"]
+    config_map["data"]["redis.conf"] += "# tuned\n"
+    config_map["metadata"]["name"] = "redis-config-0000000000"
+    flags = [f for f in _flag(base, head) if f.startswith("ConfigMap")]
+    assert flags == ["ConfigMap ai-serving/redis-config-0000000000: replaced (the new one is made first): its data "
+                     "changed: pods that mount it lose it until the new one exists (data.redis.conf)"]
+
+
+def test_changes_outside_the_replacement_fields_are_not_flagged() -> None:
+    base = _resources("prod")
+    quiet = _change(base, "triton-deployment", ["spec", "replicas"], 4)
+    quiet = _change(quiet, "gpu-a10g-node-group", ["scalingConfig", "maxSize"], 20)
+    assert not [f for f in _flag(base, quiet) if "replaced" in f]

@@ -212,14 +212,71 @@ def diff_resources(base: list[dict[str, Any]], head: list[dict[str, Any]]) -> li
 
 # --- risks ---------------------------------------------------------------------------------------
 
-IMMUTABLE: dict[str, tuple[tuple[str, ...], str]] = {
-    "Deployment": (("spec.selector",), "the selector is immutable: Pulumi replaces the Deployment"),
-    "StatefulSet": (("spec.selector", "spec.volumeClaimTemplates", "spec.serviceName", "spec.podManagementPolicy"),
-                    "immutable field: Pulumi replaces the StatefulSet and every member restarts at once"),
-    "PersistentVolumeClaim": (("spec.storageClassName", "spec.accessModes"),
-                              "immutable field: Pulumi replaces the claim and its data"),
-    "Job": (("spec.template",), "the Job template is immutable: Pulumi replaces the Job and it runs again"),
-}
+@dataclass(frozen=True)
+class Replacement:
+    """A change a provider carries out by replacing the resource, and why that matters here."""
+
+    kind: str  # the label's kind: a Kubernetes kind, or the type's name for other providers
+    fields: tuple[str, ...]  # changed-field prefixes that force the replacement
+    why: str
+    source: str  # the provider behaviour the row follows
+
+
+# One table for every replacement `haai diff` knows, each row cited to the provider's behaviour. A Kubernetes
+# object whose metadata.name stays the same is replaced delete-first (the provider cannot create a second object
+# with its name); so is an EKS node group with a fixed node_group_name.
+REPLACEMENTS: tuple[Replacement, ...] = (
+    Replacement("Deployment", ("spec.selector",), "the selector is immutable; every replica stops",
+                "Kubernetes apps/v1: spec.selector is immutable; pulumi-kubernetes replaces on immutable fields"),
+    Replacement("StatefulSet", ("spec.selector", "spec.volumeClaimTemplates", "spec.serviceName",
+                                "spec.podManagementPolicy"),
+                "an immutable field: every member stops at once",
+                "Kubernetes apps/v1: only replicas, template, updateStrategy, ordinals, minReadySeconds and "
+                "persistentVolumeClaimRetentionPolicy may change"),
+    Replacement("PersistentVolumeClaim", ("spec.storageClassName", "spec.accessModes", "spec.volumeName"),
+                "an immutable field: the claim, and its data, are made again",
+                "Kubernetes core/v1: a bound claim's spec is immutable except resources.requests"),
+    Replacement("Job", ("spec.template", "spec.selector"), "the Job template is immutable: the Job runs again",
+                "Kubernetes batch/v1: spec.template is immutable once created"),
+    Replacement("ConfigMap", ("data", "binaryData"), "its data changed: pods that mount it lose it until the new one "
+                "exists", "pulumi-kubernetes replaces ConfigMaps on a data change unless enableConfigMapMutable"),
+    Replacement("Secret", ("data", "stringData", "type"), "its data changed: pods that read it fail to start until "
+                "the new one exists", "pulumi-kubernetes replaces Secrets on a data change unless enableSecretMutable"),
+    Replacement("StorageClass", ("provisioner", "parameters", "reclaimPolicy", "volumeBindingMode"),
+                "an immutable field (a server-side apply of it fails instead)",
+                "Kubernetes storage.k8s.io/v1: these fields are immutable"),
+    Replacement("PriorityClass", ("value",), "value is immutable (a server-side apply of it fails instead)",
+                "Kubernetes scheduling.k8s.io/v1: value is immutable"),
+    Replacement("NodeGroup", ("instanceTypes", "capacityType", "amiType", "subnetIds", "nodeGroupName", "nodeRoleArn",
+                              "clusterName", "diskSize", "remoteAccess"),
+                "every GPU node of the pool goes before new ones exist",
+                "pulumi-aws (terraform aws_eks_node_group): these arguments force a new resource"),
+    Replacement("Role", ("name", "path"), "pods assuming it lose their AWS access until the new role exists",
+                "pulumi-aws (aws_iam_role): name and path force a new resource"),
+    Replacement("Addon", ("addonName", "clusterName"), "the add-on (EBS CSI: new volumes) is missing meanwhile",
+                "pulumi-aws (aws_eks_addon): addon_name and cluster_name force a new resource"),
+)
+
+
+def _delete_first(kind: str, before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """A replacement that must delete the old resource before making the new one (the name is taken)."""
+    if "kind" in after.get("inputs", {}):
+        return before["inputs"].get("metadata", {}).get("name") == after["inputs"].get("metadata", {}).get("name")
+    return kind == "NodeGroup" and bool(after["inputs"].get("nodeGroupName"))
+
+
+def replacement_risks(diff: ResourceDiff, before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[Risk]:
+    kind = diff.resource.split(" ", 1)[0]
+    if diff.status != "changed" or before is None or after is None:
+        return []
+    risks = []
+    for rule in REPLACEMENTS:
+        paths = sorted({c.path for c in diff.changes if rule.kind == kind and c.path.startswith(rule.fields)})
+        if paths:
+            how = ("replaced DELETE-FIRST (the name is taken, so it is gone until the new one is up)"
+                   if _delete_first(kind, before, after) else "replaced (the new one is made first)")
+            risks.append(Risk(diff.resource, f"{how}: {rule.why} ({', '.join(paths[:3])})"))
+    return risks
 
 
 def _by_label(resources: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -255,13 +312,12 @@ def risks(base: list[dict[str, Any]], head: list[dict[str, Any]], min_replicas: 
           diffs: list[ResourceDiff]) -> list[Risk]:
     old, new = _by_label(base), _by_label(head)
     found: list[Risk] = []
+    old_by_name = {(r["type"], r["name"]): r for r in base}
     for diff in diffs:
         kind = diff.resource.split(" ", 1)[0]
-        if diff.status == "changed" and kind in IMMUTABLE:
-            prefixes, why = IMMUTABLE[kind]
-            paths = sorted({c.path for c in diff.changes if c.path.startswith(prefixes)})
-            if paths:
-                found.append(Risk(diff.resource, f"{why} ({', '.join(paths[:3])})"))
+        after = new.get(diff.resource)
+        before = old_by_name.get((after["type"], after["name"])) if after else old.get(diff.resource)
+        found += replacement_risks(diff, before, after)
         if diff.status == "removed" and kind in ("StatefulSet", "PersistentVolumeClaim"):
             found.append(Risk(diff.resource, "removed: its data goes with it (volumes are orphaned or deleted)"))
         if diff.status == "removed" and kind == "PodDisruptionBudget":
