@@ -7,6 +7,9 @@ rendered object of the prod stack changed in one field.
 from __future__ import annotations
 
 import copy
+import os
+import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -14,9 +17,10 @@ from typing import Any
 
 import pytest
 from google.protobuf import empty_pb2
+from pulumi.runtime.proto import analyzer_pb2_grpc
 
 from ha_ai_stack_tools.capture import UNKNOWN, CapturedResource
-from ha_ai_stack_tools.policy_check import Finding, analyze, configure, running_pack, tier_config
+from ha_ai_stack_tools.policy_check import Finding, analyze, configure, running_pack, running_plugin, tier_config
 
 from .conftest import PROJECT_ROOT, STACKS, haai, project_copy, stack_capture
 
@@ -277,3 +281,25 @@ def test_haai_check_fails_a_stack_that_breaks_a_rule(tmp_path: Path) -> None:
     assert "| policy | resource | level | message |" in lines
     assert "| `workload-min-replicas` | `(stack)` | mandatory | ai-serving/ai-inference-service runs 2 replicas; " \
            "the tier needs at least 3. |" in lines
+
+
+def test_the_pack_runs_from_its_own_environment_as_the_cli_runs_it(tmp_path: Path) -> None:
+    """The pack copied alone (as `pulumi policy publish` takes it), its venv built by install.sh from its own
+    requirements (no path outside the folder), then started as the CLI starts it: venv/bin/python __main__.py."""
+    pack_dir = tmp_path / "pack"
+    shutil.copytree(PACK, pack_dir, ignore=shutil.ignore_patterns("venv", "__pycache__"))
+    assert "-e" not in (pack_dir / "requirements.txt").read_text() and ".." not in (
+        pack_dir / "requirements.txt").read_text()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    subprocess.run(["sh", str(pack_dir / "install.sh")], check=True, capture_output=True, env=env, timeout=600)
+    python = pack_dir / "venv" / "bin" / "python"
+    isolated = subprocess.run([str(python), "-c", "import ha_ai_stack"], capture_output=True, env=env)
+    assert isolated.returncode != 0, "the pack's environment must not see the library"
+    with running_plugin([str(python), "-u", str(pack_dir / "__main__.py")], pack_dir) as channel:
+        stub = analyzer_pb2_grpc.AnalyzerStub(channel)
+        assert len(stub.GetAnalyzerInfo(empty_pb2.Empty()).policies) == 15
+        configure(stub, tier_config(pack_dir, "prod"))
+        assert analyze(stub, stack_capture("prod").resources) == []
+        broken = copy.deepcopy(stack_capture("prod").resources)
+        set_in([*POD, "priorityClassName"], "batch-low", D, "triton")(broken)
+        assert [f.policy for f in analyze(stub, broken)] == ["references-resolve"]

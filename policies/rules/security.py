@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ha_ai_stack.images import image_pin_problem
-from ha_ai_stack.security import SECRET_LOOKING_ENV
+from .library.images import image_pin_problem
+from .library.security import SECRET_LOOKING_ENV
 
 from .catalog import Rule, setting
 from .k8s import all_containers, dig, object_name, workload_containers, workload_pod

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from ha_ai_stack.prerequisites import (
+from .library.prerequisites import (
     PREREQUISITES_CONFIG_MAP,
     Prerequisite,
     declared_from_config_map,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from ha_ai_stack.scheduling import GPU_RESOURCE
+from .library.scheduling import GPU_RESOURCE
 
 from .catalog import Rule, setting
 from .k8s import (

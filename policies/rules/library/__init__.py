@@ -1,0 +1,1 @@
+"""GENERATED: the ha-ai-stack library helpers the rules use (see tools/codegen.py)."""
