@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ha_ai_stack_tools.capture import Project, capture_program
 from ha_ai_stack_tools.render import manifests
@@ -50,3 +51,19 @@ def test_workflow_schema_check_can_fail(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yml"
     broken.write_text(WORKFLOW.read_text().replace("runs-on: ubuntu-latest", "runs_on: ubuntu-latest", 1))
     assert _check_workflow(broken).returncode != 0
+
+
+def test_workflow_runs_on_forks_with_the_jobs_python_and_per_stack_credentials() -> None:
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    offline = workflow["jobs"]["offline"]["steps"]
+    runs = [step.get("run", "") for step in offline]
+    assert "bash .ci/run" in runs and not any("sudo bash" in run for run in runs)
+    comment = next(step for step in offline if step.get("uses", "").startswith("marocchino/"))
+    assert comment["if"] == "github.event.pull_request.head.repo.full_name == github.repository"
+    assert any("GITHUB_STEP_SUMMARY" in run for run in runs)
+    preview = workflow["jobs"]["pulumi-preview"]
+    assert preview["strategy"]["matrix"]["include"] == [
+        {"stack": "dev", "aws": False}, {"stack": "staging", "aws": True}, {"stack": "prod", "aws": True}]
+    ready = next(step for step in preview["steps"] if step.get("id") == "ready")["run"]
+    assert "AWS_ROLE_ARN" in ready and "PULUMI_ACCESS_TOKEN" in ready and "KUBECONFIG" in ready
+    assert any(step.get("run") == "bash policies/install.sh" for step in preview["steps"])

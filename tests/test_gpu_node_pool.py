@@ -22,7 +22,7 @@ from ha_ai_stack import (
 from ha_ai_stack_tools.capture import UNKNOWN, Capture
 from ha_ai_stack_tools.render import manifests
 
-from .conftest import run_components
+from .conftest import run_components, stack_capture
 from .schemas import validate_object
 
 ZONES = ["us-east-1a", "us-east-1b", "us-east-1c"]
@@ -170,3 +170,13 @@ def test_device_plugin(preview: bool) -> None:
 def test_bad_pool_specs(fields: dict[str, Any], message: str) -> None:
     with pytest.raises(ArgsError, match=message.replace("(", r"\(").replace(")", r"\)")):
         GpuNodePoolArgs(name="gpu", **fields)
+
+
+def test_the_device_plugin_is_shared_by_stacks_on_one_cluster() -> None:
+    """Applied server-side, with nothing stack-specific in it: a second stack co-owns the same object."""
+    plugins = {}
+    for stack in ("staging", "prod"):
+        [plugin] = [r for r in stack_capture(stack).resources if r.name == "nvidia-device-plugin-daemonset"]
+        plugins[stack] = plugin
+    assert {p.type_token for p in plugins.values()} == {"kubernetes:apps/v1:DaemonSetPatch"}
+    assert plugins["staging"].inputs == plugins["prod"].inputs
