@@ -22,7 +22,7 @@ from kubernetes import client
 from ha_ai_stack.config import validate_stack_config
 from ha_ai_stack_tools.cluster_preflight import cluster_preflight
 
-from .conftest import PROJECT_ROOT, haai, project_copy
+from .conftest import PROJECT_ROOT, haai
 from .schemas import validate_object
 
 NS = "ai-serving"
