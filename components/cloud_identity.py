@@ -38,8 +38,10 @@ def s3_locations(*texts: str) -> list[S3Location]:
 
 def read_only_s3_policy(locations: list[S3Location]) -> dict[str, Any]:
     """GetObject under each prefix, and ListBucket limited to those prefixes: nothing else."""
-    statements: list[dict[str, Any]] = [{
-        "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": sorted(loc.object_arn() for loc in locations)}]
+    # A location is a prefix (every object under it) or one object (a manifest): both ARNs cover either.
+    objects = {arn for loc in locations for arn in (loc.object_arn(), f"arn:aws:s3:::{loc.bucket}/{loc.prefix}")
+               if loc.prefix} | {loc.object_arn() for loc in locations if not loc.prefix}
+    statements: list[dict[str, Any]] = [{"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": sorted(objects)}]
     for bucket in sorted({loc.bucket for loc in locations}):
         prefixes = sorted({p for loc in locations if loc.bucket == bucket
                            for p in ((loc.prefix, f"{loc.prefix}/*") if loc.prefix else ("*",))})

@@ -72,6 +72,27 @@ class SecretKeyRef(TypedDict):
     "Key in the Secret."
 
 
+class ModelSpec(TypedDict):
+    """Model weights delivered from S3 into the pod's model cache by an init container, verified, before the"""
+
+    source: str
+    "s3://bucket/prefix holding the model's files."
+    manifest: NotRequired[str]
+    "s3:// URI of a JSON manifest ({files: [{path, size, sha256}]}); every file is checked against it. Without one, sizes are checked against S3 only. Default: null."
+    path: NotRequired[str]
+    "Where the server reads the model: a folder under /models. Default: \"/models/model\"."
+    cache: NotRequired[str]
+    "The cache volume: emptyDir (node disk, lost with the pod), ephemeral (a per-pod volume from a StorageClass, for models larger than node disk), pvc (an existing shared claim such as EFS: one download for every replica). One of: emptyDir, ephemeral, pvc. Default: \"emptyDir\"."
+    cache_storage_class: NotRequired[str]
+    "StorageClass of an ephemeral cache. Default: null."
+    cache_claim: NotRequired[str]
+    "The existing PersistentVolumeClaim of a pvc cache. Default: null."
+    fetch_image: NotRequired[str]
+    "Init container image: Python 3 with boto3, pinned. Default: \"public.ecr.aws/lambda/python:3.12.2025.01.14.14\"."
+    concurrency: NotRequired[int]
+    "Files downloaded at once. Default: 8."
+
+
 class InferenceServiceArgs(TypedDict):
     """Args of ``InferenceService``: the spec plus where it runs and what it connects to."""
 
@@ -123,8 +144,10 @@ class InferenceServiceArgs(TypedDict):
     "ServiceAccount annotations (e.g. an IRSA role for model pulls). Default: {}."
     pod_annotations: NotRequired[dict[str, str]]
     "Extra pod annotations. Default: {}."
+    model: NotRequired[ModelSpec]
+    "Model weights to deliver from S3 before the server starts; the server's preset points at model.path. Default: null."
     model_cache_size: NotRequired[str]
-    "emptyDir size limit at /models. Default: \"100Gi\"."
+    "Size of the model cache at /models. Default: \"100Gi\"."
     shm_size: NotRequired[str]
     "Memory-backed /dev/shm size (NCCL, Triton, vLLM). Default: \"2Gi\"."
     tmp_size: NotRequired[str]
@@ -329,8 +352,10 @@ class InferenceEntry(TypedDict):
     "ServiceAccount annotations (e.g. an IRSA role for model pulls). Default: {}."
     pod_annotations: NotRequired[dict[str, str]]
     "Extra pod annotations. Default: {}."
+    model: NotRequired[ModelSpec]
+    "Model weights to deliver from S3 before the server starts; the server's preset points at model.path. Default: null."
     model_cache_size: NotRequired[str]
-    "emptyDir size limit at /models. Default: \"100Gi\"."
+    "Size of the model cache at /models. Default: \"100Gi\"."
     shm_size: NotRequired[str]
     "Memory-backed /dev/shm size (NCCL, Triton, vLLM). Default: \"2Gi\"."
     tmp_size: NotRequired[str]

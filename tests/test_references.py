@@ -96,7 +96,8 @@ def test_defect_cloud_credentials_are_made_on_eks_and_demanded_elsewhere() -> No
     [role] = [r for r in capture.resources if r.name == "prod-triton-role"]
     [policy] = [r for r in capture.resources if r.name == "prod-triton-role-policy"]
     assert json.loads(policy.inputs["policy"])["Statement"] == [
-        {"Action": ["s3:GetObject"], "Effect": "Allow", "Resource": ["arn:aws:s3:::acme-models/prod/*"]},
+        {"Action": ["s3:GetObject"], "Effect": "Allow",
+         "Resource": ["arn:aws:s3:::acme-models/prod", "arn:aws:s3:::acme-models/prod/*"]},
         {"Action": ["s3:ListBucket"], "Condition": {"StringLike": {"s3:prefix": ["prod", "prod/*"]}},
          "Effect": "Allow", "Resource": "arn:aws:s3:::acme-models"}]
     trust = json.loads(role.inputs["assumeRolePolicy"])["Statement"][0]

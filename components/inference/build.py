@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from importlib import resources as package_files
 from typing import Any
 
 from ..labels import selector_labels, standard_labels
@@ -23,7 +25,7 @@ class InferenceObjects:
     pdb_spec: dict[str, Any]
     network_policy_spec: dict[str, Any]
     hpa_spec: dict[str, Any] | None = None
-
+    fetch_config_map: dict[str, Any] | None = None  # metadata and data of the model-delivery script
 
 def _env(args: InferenceServiceArgs) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(args.env.items())]
@@ -76,14 +78,76 @@ def _container(args: InferenceServiceArgs) -> dict[str, Any]:
         del container["lifecycle"]
     if args.command is not None:
         container["command"] = list(args.command)
-    if args.args:
-        container["args"] = list(args.args)
+    server_args = [*args.args, *_model_args(args)]
+    if server_args:
+        container["args"] = server_args
     env = _env(args)
     if env:
         container["env"] = env
     if args.env_from_secrets:
         container["envFrom"] = [{"secretRef": {"name": s}} for s in args.env_from_secrets]
     return container
+
+
+FETCH_SCRIPT = "fetch_model.py"
+FETCH_SCRIPT_DIR = "/opt/ha-ai-stack"
+
+
+def fetch_script() -> str:
+    return package_files.files(__package__).joinpath(f"scripts/{FETCH_SCRIPT}").read_text()
+
+
+def fetch_config_map_name(name: str) -> str:
+    """Content-named: a new script is a new ConfigMap and a new pod template, never an in-place swap."""
+    return f"{name}-fetch-{hashlib.sha256(fetch_script().encode()).hexdigest()[:10]}"
+
+
+def _model_args(args: InferenceServiceArgs) -> list[str]:
+    """Point the server at the delivered model, unless the args already say where it is."""
+    if args.model is None:
+        return []
+    if args.server == "vllm" and "--model" not in args.args:
+        return ["--model", args.model.path]
+    if args.server == "triton" and not any(a.startswith("--model-repository") for a in args.args):
+        return [f"--model-repository={args.model.path}"]
+    return []
+
+
+def _fetch_container(name: str, args: InferenceServiceArgs) -> dict[str, Any]:
+    model = args.model
+    assert model is not None
+    env = [{"name": "MODEL_SOURCE", "value": model.source}, {"name": "MODEL_PATH", "value": model.path},
+           {"name": "MODEL_CONCURRENCY", "value": str(model.concurrency)},
+           # A per-pod cache has no other writer: an unfinished download there is stale at once. A shared
+           # claim may hold another replica's download in progress.
+           {"name": "MODEL_STALE_SECONDS", "value": "3600" if model.cache == "pvc" else "0"},
+           {"name": "HOME", "value": "/tmp"}, {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}]
+    if model.manifest:
+        env.insert(2, {"name": "MODEL_MANIFEST", "value": model.manifest})
+    return {
+        "name": "fetch-model",
+        "image": model.fetch_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python3", f"{FETCH_SCRIPT_DIR}/{FETCH_SCRIPT}"],
+        "env": env,
+        "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}},
+        "securityContext": restricted_container_security_context(),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
+                         {"name": "model-cache", "mountPath": MODEL_CACHE_PATH},
+                         {"name": "model-fetch", "mountPath": FETCH_SCRIPT_DIR, "readOnly": True}],
+    }
+
+
+def _model_cache_volume(args: InferenceServiceArgs) -> dict[str, Any]:
+    model = args.model
+    if model is None or model.cache == "emptyDir":
+        return {"name": "model-cache", "emptyDir": {"sizeLimit": args.model_cache_size}}
+    if model.cache == "pvc":
+        return {"name": "model-cache", "persistentVolumeClaim": {"claimName": model.cache_claim}}
+    claim: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": args.model_cache_size}}}
+    if model.cache_storage_class:
+        claim["storageClassName"] = model.cache_storage_class
+    return {"name": "model-cache", "ephemeral": {"volumeClaimTemplate": {"spec": claim}}}
 
 
 def _pod_spec(name: str, args: InferenceServiceArgs, selector: dict[str, str]) -> dict[str, Any]:
@@ -102,10 +166,14 @@ def _pod_spec(name: str, args: InferenceServiceArgs, selector: dict[str, str]) -
         "containers": [_container(args)],
         "volumes": [
             {"name": "tmp", "emptyDir": {"sizeLimit": args.tmp_size}},
-            {"name": "model-cache", "emptyDir": {"sizeLimit": args.model_cache_size}},
+            _model_cache_volume(args),
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": args.shm_size}},
         ],
     }
+    if args.model is not None:
+        spec["initContainers"] = [_fetch_container(name, args)]
+        spec["volumes"].append({"name": "model-fetch", "configMap": {"name": fetch_config_map_name(name),
+                                                                     "defaultMode": 0o444}})
     if pool is not None:
         spec["nodeSelector"] = dict(pool.node_selector)
         spec["tolerations"] = [dict(t) for t in pool.tolerations]
@@ -260,6 +328,8 @@ def build_inference_objects(name: str, args: InferenceServiceArgs) -> InferenceO
         pdb_spec=pdb_spec,
         network_policy_spec=_network_policy_spec(args, selector),
         hpa_spec=_hpa_spec(name, args),
+        fetch_config_map=({"metadata": {**metadata, "name": fetch_config_map_name(name)},
+                           "data": {FETCH_SCRIPT: fetch_script()}} if args.model is not None else None),
     )
 
 

@@ -72,9 +72,14 @@ class InferenceService(pulumi.ComponentResource):
                 f"{name}: a rolling update may take up to {update_await / 3600:.1f} h ({rollout_steps(args)} steps of "
                 f"up to {rollout_deadline_seconds(args)} s, {args.max_surge} pod(s) at a time); raise max_surge "
                 f"where the GPU pool has headroom", self)
+        # Python-only escape hatch: the ConfigMap holding the model-delivery script, when there is a model.
+        self.model_fetch_config_map: k8s.core.v1.ConfigMap | None = (
+            k8s.core.v1.ConfigMap(f"{name}-model-fetch", metadata=objects.fetch_config_map["metadata"],
+                                  data=objects.fetch_config_map["data"], opts=child)
+            if objects.fetch_config_map else None)
         deployment_opts = child_options(
             self, opts,
-            depends_on=[self.service_account],
+            depends_on=[self.service_account, *([self.model_fetch_config_map] if self.model_fetch_config_map else [])],
             ignore_changes=["spec.replicas"] if objects.hpa_spec else None,
             custom_timeouts=pulumi.CustomTimeouts(create=f"{create_await_seconds(args)}s", update=f"{update_await}s"),
         )

@@ -134,6 +134,59 @@ class SecretKeyRef(_Strict):
     _check_key = field_validator("key")(names.config_key)
 
 
+S3_URI = re.compile(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?")
+# boto3 ships in AWS's Lambda Python base image; the init container overrides its entrypoint.
+DEFAULT_FETCH_IMAGE = "public.ecr.aws/lambda/python:3.12.2025.01.14.14"
+
+
+class ModelSpec(_Strict):
+    """Model weights delivered from S3 into the pod's model cache by an init container, verified, before the
+    server starts (see fetch_model.py)."""
+
+    source: str = Field(description="s3://bucket/prefix holding the model's files.")
+    manifest: str | None = Field(
+        default=None, description="s3:// URI of a JSON manifest ({files: [{path, size, sha256}]}); every file is "
+                                  "checked against it. Without one, sizes are checked against S3 only.")
+    path: str = Field(default=f"{MODEL_CACHE_PATH}/model",
+                      description=f"Where the server reads the model: a folder under {MODEL_CACHE_PATH}.")
+    cache: Literal["emptyDir", "ephemeral", "pvc"] = Field(
+        default="emptyDir", description="The cache volume: emptyDir (node disk, lost with the pod), ephemeral (a "
+                                        "per-pod volume from a StorageClass, for models larger than node disk), pvc "
+                                        "(an existing shared claim such as EFS: one download for every replica).")
+    cache_storage_class: str | None = Field(default=None, description="StorageClass of an ephemeral cache.")
+    cache_claim: str | None = Field(default=None, description="The existing PersistentVolumeClaim of a pvc cache.")
+    fetch_image: str = Field(default=DEFAULT_FETCH_IMAGE, description="Init container image: Python 3 with boto3, "
+                                                                      "pinned.")
+    concurrency: int = Field(default=8, ge=1, le=64, description="Files downloaded at once.")
+
+    _check_image = field_validator("fetch_image")(require_pinned_image)
+    _check_class = field_validator("cache_storage_class")(lambda v: v if v is None else names.dns_subdomain(v))
+    _check_claim = field_validator("cache_claim")(lambda v: v if v is None else names.dns_subdomain(v))
+
+    @field_validator("source", "manifest")
+    @classmethod
+    def _s3(cls, value: str | None) -> str | None:
+        if value is not None and not S3_URI.fullmatch(value):
+            raise ValueError(f"must be an s3://bucket/key URI (got {value!r})")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _under_cache(cls, value: str) -> str:
+        parts = value.rstrip("/").split("/")
+        if not value.startswith(MODEL_CACHE_PATH + "/") or ".." in parts or len(parts) < 3:
+            raise ValueError(f"must be a folder under {MODEL_CACHE_PATH}, e.g. {MODEL_CACHE_PATH}/llama (got {value!r})")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _cache_source(self) -> "ModelSpec":
+        if (self.cache == "pvc") != (self.cache_claim is not None):
+            raise ValueError("cache: pvc needs cache_claim (and cache_claim needs cache: pvc)")
+        if self.cache_storage_class is not None and self.cache != "ephemeral":
+            raise ValueError("cache_storage_class applies to cache: ephemeral")
+        return self
+
+
 class InferenceSpec(_Strict):
     """Everything about one inference service that is plain data (shared by config and component args).
 
@@ -179,7 +232,9 @@ class InferenceSpec(_Strict):
         default_factory=dict, description="ServiceAccount annotations (e.g. an IRSA role for model pulls)."
     )
     pod_annotations: dict[str, str] = Field(default_factory=dict, description="Extra pod annotations.")
-    model_cache_size: str = Field(default="100Gi", description=f"emptyDir size limit at {MODEL_CACHE_PATH}.")
+    model: ModelSpec | None = Field(default=None, description="Model weights to deliver from S3 before the server "
+                                                                 "starts; the server's preset points at model.path.")
+    model_cache_size: str = Field(default="100Gi", description=f"Size of the model cache at {MODEL_CACHE_PATH}.")
     shm_size: str = Field(default="2Gi", description="Memory-backed /dev/shm size (NCCL, Triton, vLLM).")
     tmp_size: str = Field(default="1Gi", description="emptyDir size limit at /tmp.")
     allow_from_namespaces: list[str] = Field(
@@ -231,8 +286,9 @@ class InferenceSpec(_Strict):
         return self.replicas
 
     def container_texts(self) -> list[str]:
-        """The server's command, args and literal env values (where an s3:// location would be named)."""
-        return [*(self.command or []), *self.args, *self.env.values()]
+        """Where an s3:// location would be named: the server's command, args and env, and the model."""
+        model = [self.model.source, self.model.manifest or ""] if self.model else []
+        return [*(self.command or []), *self.args, *self.env.values(), *model]
 
     def http_port(self) -> int:
         return self.port or PRESETS[self.server].port
