@@ -12,6 +12,7 @@ from .config import StackConfig, load_stack_config, validate_stack_config
 from .connection import RedisConnection
 from .device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginArgs
 from .errors import ArgsError, ConfigError
+from .gpu_metrics import GpuMetrics, GpuMetricsArgs
 from .gpu_node_pool import EksPoolSpec, GpuNodePool, GpuNodePoolArgs, KarpenterPoolSpec
 from .inference import (
     AutoscalingSpec,
@@ -33,6 +34,8 @@ __all__ = [
     "ConfigError",
     "DisruptionSpec",
     "EksPoolSpec",
+    "GpuMetrics",
+    "GpuMetricsArgs",
     "GpuNodePool",
     "GpuNodePoolArgs",
     "GpuSchedulingContract",

@@ -4,6 +4,7 @@ all read it, so a new component is added in one place."""
 from pydantic import BaseModel
 
 from .device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginArgs
+from .gpu_metrics import GpuMetrics, GpuMetricsArgs
 from .gpu_node_pool import GpuNodePool, GpuNodePoolArgs
 from .inference import InferenceService, InferenceServiceArgs
 from .redis_cluster import RedisCluster, RedisClusterArgs
@@ -14,5 +15,6 @@ PUBLIC_COMPONENTS: dict[str, tuple[type, type[BaseModel]]] = {
     "RedisCluster": (RedisCluster, RedisClusterArgs),
     "GpuNodePool": (GpuNodePool, GpuNodePoolArgs),
     "NvidiaDevicePlugin": (NvidiaDevicePlugin, NvidiaDevicePluginArgs),
+    "GpuMetrics": (GpuMetrics, GpuMetricsArgs),
     "HaAiStack": (HaAiStack, HaAiStackArgs),
 }

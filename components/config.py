@@ -20,6 +20,7 @@ from .errors import ConfigError, dotted_path, problems_of
 from .gpu_node_pool import GpuNodePoolArgs
 from .inference import InferenceSpec
 from .inference.spec import SERVICE_NAME_MAX
+from .gpu_metrics import GPU_METRIC_PREFIX
 from .prerequisites import Prerequisite, PriorityClassSpec
 from .redis_cluster import RedisClusterSpec
 from .scheduling import gpu_fit_problem
@@ -84,6 +85,20 @@ class ClusterTarget(_Section):
         default=None, description="Path of the kubeconfig file (default: the KUBECONFIG environment, then ~/.kube/config).")
 
 
+class MetricsConfig(_Section):
+    """The GPU metrics path and the monitoring objects."""
+
+    gpu: bool | None = Field(
+        default=None, description="dcgm-exporter, its ServiceMonitor and the prometheus-adapter rules. Default: on "
+                                  "when any HPA reads a GPU (DCGM_) metric.")
+    monitors: bool = Field(default=True, description="PodMonitors for Redis, Triton and vLLM, and a PrometheusRule "
+                                                     "with the stack's alerts (needs the prometheus-operator CRDs).")
+    prometheus_labels: dict[str, str] = Field(
+        default_factory=dict, description="Labels your Prometheus selects monitors and rules by.")
+
+    _check_labels = field_validator("prometheus_labels")(names.labels)
+
+
 # Names the stack's own objects take (per kind), so a service may not take them.
 RESERVED_SERVICE_NAMES = {"default-deny": "the namespace's default-deny NetworkPolicy"}
 RESERVED_WITH_REDIS = {"redis": "the Redis Cluster's Service, PDB and NetworkPolicy",
@@ -103,6 +118,7 @@ class StackConfig(_Section):
     nvidia_device_plugin: bool = Field(
         default=True, description="Deploy the NVIDIA device plugin when there are GPU pools (off if the GPU "
                                   "operator or Bottlerocket already provides it).")
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="GPU metrics and monitoring.")
     cluster: ClusterTarget | None = Field(
         default=None, description="The target cluster (kubeconfig context or file); every Kubernetes object goes "
                                   "through an explicit provider for it. Null: the current context.")
@@ -114,6 +130,19 @@ class StackConfig(_Section):
                                           "object references is created by the stack, well known, or listed here.")
 
     _check_namespace = field_validator("namespace")(names.dns_label)
+
+    def hpa_metrics(self) -> list[tuple[str, str]]:
+        """(type, name) of every Pods or External metric an HPA of the stack reads (engine hpa)."""
+        return [(e.autoscaling.metric.type, e.autoscaling.metric.name) for e in self.inference
+                if e.autoscaling and e.autoscaling.engine == "hpa" and e.autoscaling.metric]
+
+    def gpu_metrics_on(self) -> bool:
+        """The GPU metrics path: as configured, else on when an HPA reads a GPU metric."""
+        if self.metrics.gpu is not None:
+            return self.metrics.gpu
+        return bool(gpu_metric_names(self.hpa_metrics())) or any(
+            e.autoscaling and e.autoscaling.engine == "keda" and e.autoscaling.metric
+            and e.autoscaling.metric.name.startswith(GPU_METRIC_PREFIX) for e in self.inference)
 
     def aws_pools(self) -> list[GpuPoolConfig]:
         """Pools whose nodes run in AWS (EBS volumes, IRSA)."""
@@ -182,6 +211,15 @@ class StackConfig(_Section):
                                  f"the service reads s3://{locations[0].bucket}/{locations[0].prefix} and runs on "
                                  f"{where}: give the IAM role its pods assume as `{ROLE_ARN_ANNOTATION}` (the stack "
                                  f"makes one itself only on eks pools)"))
+            if entry.autoscaling and entry.autoscaling.engine == "hpa" and entry.autoscaling.metric:
+                metric = entry.autoscaling.metric
+                kind = "PodsMetric" if metric.type == "pods" else "ExternalMetric"
+                served = (metric.type == "pods" and metric.name.startswith(GPU_METRIC_PREFIX) and self.gpu_metrics_on())
+                declared = any(p.kind == kind and p.name == metric.name for p in self.prerequisites)
+                if not served and not declared:
+                    problems.append((("inference", index, "autoscaling", "metric"),
+                                     f"nothing serves the {metric.type} metric {metric.name!r}: turn on metrics.gpu "
+                                     f"(for a DCGM_ metric), or declare a {kind} prerequisite naming what serves it"))
             if entry.use_redis and not self.redis.enabled:
                 problems.append((("inference", index, "use_redis"), "needs redis.enabled: true"))
         if self.redis.enabled and self.tier != "dev" and self.redis.replicas_per_shard < 1:
@@ -302,3 +340,8 @@ def stack_file_config(stack_config: Mapping[str, Any], stack: str) -> dict[str, 
 def load_stack_config() -> StackConfig:
     """Read and validate the running stack's config before any resource is registered."""
     return validate_stack_config(read_pulumi_config())
+
+
+def gpu_metric_names(metrics: list[tuple[str, str]]) -> list[str]:
+    """The GPU (DCGM_) metrics among (type, name) HPA metrics: the ones the stack's adapter rules serve."""
+    return sorted({name for kind, name in metrics if kind == "pods" and name.startswith(GPU_METRIC_PREFIX)})

@@ -15,7 +15,7 @@ from pulumi.provider import main
 from pulumi.provider.experimental.component import ComponentProvider
 from pulumi.provider.server import ComponentInitError
 
-from . import device_plugin, gpu_node_pool, inference, redis_cluster, stack
+from . import device_plugin, gpu_metrics, gpu_node_pool, inference, redis_cluster, stack
 from . import provider_types as inputs
 
 PACKAGE = "haai"
@@ -52,6 +52,13 @@ class NvidiaDevicePlugin(device_plugin.NvidiaDevicePlugin):
         super().__init__(name, dict(args), opts)
 
 
+class GpuMetrics(gpu_metrics.GpuMetrics):
+    __doc__ = gpu_metrics.GpuMetrics.__doc__
+
+    def __init__(self, name: str, args: inputs.GpuMetricsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(name, dict(args), opts)
+
+
 class HaAiStack(stack.HaAiStack):
     __doc__ = stack.HaAiStack.__doc__
 
@@ -59,7 +66,7 @@ class HaAiStack(stack.HaAiStack):
         super().__init__(name, dict(args), opts)
 
 
-SERVED = [InferenceService, RedisCluster, GpuNodePool, NvidiaDevicePlugin, HaAiStack]
+SERVED = [InferenceService, RedisCluster, GpuNodePool, NvidiaDevicePlugin, GpuMetrics, HaAiStack]
 
 
 class HaaiProvider(ComponentProvider):

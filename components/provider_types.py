@@ -37,6 +37,10 @@ class AutoscalingSpec(TypedDict):
     "Optional Pods or External metric. Default: null."
     scale_down_stabilization_seconds: NotRequired[int]
     "Window before scaling down (avoids flapping reloads). Default: 600."
+    engine: NotRequired[str]
+    "hpa: a HorizontalPodAutoscaler, its Pods metric served by prometheus-adapter (the stack renders the adapter's rules). keda: a KEDA ScaledObject whose Prometheus trigger reads the metric itself (KEDA makes the HPA). One of: hpa, keda. Default: \"hpa\"."
+    prometheus_url: NotRequired[str]
+    "Prometheus the KEDA trigger queries (engine keda). Default: \"http://prometheus-operated.monitoring.svc:9090\"."
 
 
 class ResourceSpec(TypedDict):
@@ -301,6 +305,19 @@ class NvidiaDevicePluginArgs(TypedDict):
     "Device plugin image, pinned by tag or digest. Default: \"nvcr.io/nvidia/k8s-device-plugin:v0.17.0\"."
 
 
+class GpuMetricsArgs(TypedDict):
+    """Args of ``GpuMetrics``."""
+
+    namespace: NotRequired[str]
+    "Namespace of the prometheus-adapter rules. Default: \"default\"."
+    metrics: NotRequired[list[str]]
+    "GPU metrics the HPAs read, served per pod. Default: []."
+    image: NotRequired[str]
+    "dcgm-exporter image, pinned. Default: \"nvcr.io/nvidia/k8s/dcgm-exporter:3.3.9-3.6.1-ubuntu22.04\"."
+    prometheus_labels: NotRequired[dict[str, str]]
+    "Labels your Prometheus selects monitors by (e.g. release: kube-prometheus-stack). Default: {}."
+
+
 class InferenceEntry(TypedDict):
     """One inference service in the stack config."""
 
@@ -419,6 +436,17 @@ class RedisConfig(TypedDict):
     "On AWS pools (eks, karpenter), bring the PVCs' StorageClass: EBS CSI gp3, encrypted, expandable, WaitForFirstConsumer, Retain in prod; named storage_class (default redis-gp3). Off: declare the class in prerequisites. Default: true."
 
 
+class MetricsConfig(TypedDict):
+    """The GPU metrics path and the monitoring objects."""
+
+    gpu: NotRequired[bool]
+    "dcgm-exporter, its ServiceMonitor and the prometheus-adapter rules. Default: on when any HPA reads a GPU (DCGM_) metric. Default: null."
+    monitors: NotRequired[bool]
+    "PodMonitors for Redis, Triton and vLLM, and a PrometheusRule with the stack's alerts (needs the prometheus-operator CRDs). Default: true."
+    prometheus_labels: NotRequired[dict[str, str]]
+    "Labels your Prometheus selects monitors and rules by. Default: {}."
+
+
 class ClusterTarget(TypedDict):
     """Which cluster the stack deploys to: an explicit Kubernetes provider, never "whatever is current"."""
 
@@ -473,6 +501,8 @@ class HaAiStackArgs(TypedDict):
     "Redis Cluster. Default: its fields' defaults."
     nvidia_device_plugin: NotRequired[bool]
     "Deploy the NVIDIA device plugin when there are GPU pools (off if the GPU operator or Bottlerocket already provides it). Default: true."
+    metrics: NotRequired[MetricsConfig]
+    "GPU metrics and monitoring. Default: its fields' defaults."
     cluster: NotRequired[ClusterTarget]
     "The target cluster (kubeconfig context or file); every Kubernetes object goes through an explicit provider for it. Null: the current context. Default: null."
     priority_classes: NotRequired[list[PriorityClassSpec]]

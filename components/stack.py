@@ -19,12 +19,21 @@ from .cloud_identity import (
     role_name,
     s3_locations,
 )
-from .config import InferenceEntry, StackConfig, validate_stack_config
+from .config import InferenceEntry, StackConfig, gpu_metric_names, validate_stack_config
 from .connection import RedisConnection
 from .device_plugin import NvidiaDevicePlugin
 from .gpu_node_pool import GpuNodePool
 from .inference import InferenceService, InferenceServiceArgs, InferenceSpec
-from .labels import standard_labels
+from .gpu_metrics import GpuMetrics, GpuMetricsArgs
+from .labels import selector_labels, standard_labels
+from .monitoring import (
+    inference_alerts,
+    pod_monitor_spec,
+    prometheus_rule_spec,
+    redis_alerts,
+    redis_pod_monitor,
+    service_metrics_port,
+)
 from . import names
 from .errors import check_name
 from .options import child_options, register_public_outputs
@@ -167,9 +176,44 @@ class HaAiStack(pulumi.ComponentResource):
             after = child_options(self, opts, depends_on=[self.namespace, *self.priority_classes, *([role] if role else [])])
             self.services[entry.name] = InferenceService(
                 entry.name, service_args(config, entry, connection, role_arn), opts=after)
+        self.gpu_metrics: GpuMetrics | None = (
+            GpuMetrics("gpu-metrics", GpuMetricsArgs(namespace=config.namespace,
+                                                     metrics=gpu_metric_names(config.hpa_metrics()),
+                                                     prometheus_labels=config.metrics.prometheus_labels),
+                       opts=child_options(self, opts, depends_on=[self.namespace]))
+            if config.gpu_metrics_on() else None)
+        self.monitors: list[k8s.apiextensions.CustomResource] = (
+            self._monitors(name, config, in_namespace) if config.metrics.monitors else [])
         self.endpoints = pulumi.Output.from_input(
             {name: service.endpoint for name, service in sorted(self.services.items())})
         register_public_outputs(self)
+
+    def _monitors(self, name: str, config: StackConfig, opts: pulumi.ResourceOptions
+                  ) -> list[k8s.apiextensions.CustomResource]:
+        """PodMonitors for what exposes metrics, and one PrometheusRule with the stack's alerts."""
+        labels = {**standard_labels(name, name, "monitoring"), **config.metrics.prometheus_labels}
+
+        def monitor(kind: str, object_name: str, spec: dict[str, Any]) -> k8s.apiextensions.CustomResource:
+            return k8s.apiextensions.CustomResource(
+                f"{name}-{object_name}-{kind.lower()}", api_version="monitoring.coreos.com/v1", kind=kind,
+                metadata={"name": object_name, "namespace": config.namespace, "labels": labels}, spec=spec, opts=opts)
+
+        made = []
+        groups: dict[str, list[dict[str, Any]]] = {}
+        if config.redis.enabled:
+            if config.redis.metrics_exporter:
+                made.append(monitor("PodMonitor", "redis", redis_pod_monitor("redis")))
+            groups["redis"] = redis_alerts(config.namespace, config.redis.replicas_per_shard)
+        for entry in config.inference:
+            port = service_metrics_port(entry.server, entry.http_port(), entry.metrics_port_or_preset())
+            if port:
+                made.append(monitor("PodMonitor", entry.name, pod_monitor_spec(selector_labels(entry.name, entry.name),
+                                                                               port)))
+            groups[f"inference-{entry.name}"] = inference_alerts(
+                config.namespace, entry.name, gpu=bool(entry.resources.gpus) and config.gpu_metrics_on(),
+                autoscaled=entry.autoscaling is not None and entry.autoscaling.engine == "hpa")
+        made.append(monitor("PrometheusRule", "ha-ai-stack", prometheus_rule_spec(groups)))
+        return made
 
     def _aws_identities(self, name: str, config: StackConfig, child: pulumi.ResourceOptions
                         ) -> tuple[list[Any], dict[str, tuple[str, Any]]]:

@@ -15,10 +15,15 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
-KARPENTER_SCHEMAS = Path(os.environ.get(
-    "HAAI_KARPENTER_SCHEMAS", Path(__file__).resolve().parents[2] / "shared" / "schemas" / "karpenter-v1.14.1"))
-CRD_FILES = {"karpenter.sh/v1/NodePool": "karpenter.sh_nodepools.yaml",
-             "karpenter.k8s.aws/v1/EC2NodeClass": "karpenter.k8s.aws_ec2nodeclasses.yaml"}
+SHARED_SCHEMAS = Path(os.environ.get("HAAI_SHARED_SCHEMAS", Path(__file__).resolve().parents[2] / "shared" / "schemas"))
+CRD_FILES = {
+    "karpenter.sh/v1/NodePool": "karpenter-v1.14.1/karpenter.sh_nodepools.yaml",
+    "karpenter.k8s.aws/v1/EC2NodeClass": "karpenter-v1.14.1/karpenter.k8s.aws_ec2nodeclasses.yaml",
+    "monitoring.coreos.com/v1/ServiceMonitor": "prometheus-operator-v0.93.0/monitoring.coreos.com_servicemonitors.yaml",
+    "monitoring.coreos.com/v1/PodMonitor": "prometheus-operator-v0.93.0/monitoring.coreos.com_podmonitors.yaml",
+    "monitoring.coreos.com/v1/PrometheusRule": "prometheus-operator-v0.93.0/monitoring.coreos.com_prometheusrules.yaml",
+    "keda.sh/v1alpha1/ScaledObject": "keda-v2.20.1-plus/keda.sh_scaledobjects.yaml",
+}
 
 
 def _strict(schema: Any) -> Any:
@@ -35,10 +40,10 @@ def _strict(schema: Any) -> Any:
 
 @functools.cache
 def crd_validator(api_version: str, kind: str) -> jsonschema.Draft7Validator:
-    path = KARPENTER_SCHEMAS / CRD_FILES[f"{api_version}/{kind}"]
+    path = SHARED_SCHEMAS / CRD_FILES[f"{api_version}/{kind}"]
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: the Karpenter CRD schemas live in ../shared/schemas "
-                                f"(or set HAAI_KARPENTER_SCHEMAS)")
+        raise FileNotFoundError(f"{path} is missing: the CRD schemas live in ../shared/schemas "
+                                f"(or set HAAI_SHARED_SCHEMAS)")
     crd = yaml.safe_load(path.read_text())
     version = api_version.split("/")[1]
     schema = next(v["schema"]["openAPIV3Schema"] for v in crd["spec"]["versions"] if v["name"] == version)

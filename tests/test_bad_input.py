@@ -198,7 +198,8 @@ def test_the_good_base_renders(project: Path, tmp_path: Path) -> None:
     (project / "stacks" / "Pulumi.case.yaml").write_text(stack())
     result = render(project, "--stack", "case", "--out", str(tmp_path / "out"))
     assert result.exit_code == 0, result.output
-    assert len(list((tmp_path / "out").glob("*.yaml"))) == 8  # namespace, default deny, prerequisites, 5 for the service
+    # namespace, default deny, prerequisites, the alert rules, 5 for the service
+    assert len(list((tmp_path / "out").glob("*.yaml"))) == 9
 
 
 def test_out_pointing_at_a_file_is_refused(project: Path, tmp_path: Path) -> None:
@@ -219,16 +220,16 @@ def test_a_render_that_would_delete_most_manifests_is_refused_unless_pruned(proj
     (project / "stacks" / "Pulumi.case.yaml").write_text(stack(inference=[{"name": "a", "image": IMAGE}]))
     refused = render(project, "--stack", "case", "--out", str(out))
     assert refused.exit_code == 2
-    assert "this render would delete 10 of the 18 manifests" in refused.output and "--prune" in refused.output
+    assert "this render would delete 10 of the 19 manifests" in refused.output and "--prune" in refused.output
     assert sorted(p.name for p in out.iterdir()) == before  # nothing written, nothing deleted
     pruned = render(project, "--stack", "case", "--out", str(out), "--prune")
-    assert pruned.exit_code == 0 and len(list(out.glob("*.yaml"))) == 8
+    assert pruned.exit_code == 0 and len(list(out.glob("*.yaml"))) == 9
     # Deleting up to half is a normal render (a service removed).
     (project / "stacks" / "Pulumi.case.yaml").write_text(
         stack(inference=[{"name": n, "image": IMAGE} for n in ("a", "b")]))
     assert render(project, "--stack", "case", "--out", str(out)).exit_code == 0
     (project / "stacks" / "Pulumi.case.yaml").write_text(stack(inference=[{"name": "a", "image": IMAGE}]))
-    assert render(project, "--stack", "case", "--out", str(out)).exit_code == 0  # 5 of 13: not over half
+    assert render(project, "--stack", "case", "--out", str(out)).exit_code == 0  # 5 of 14: not over half
 
 
 def test_every_command_uses_the_same_error_path(project: Path) -> None:

@@ -53,7 +53,7 @@ def test_every_problem_is_listed_in_one_error() -> None:
         "(e.g. ghcr.io/acme/model:1.2.3) or a digest",
         "haai:inference[2].anti_affinity: must be 'required' or 'preferred' (got \"sometimes\")",
         "haai:zebra: unknown key (allowed: tier, kubernetes_version, namespace, inference, gpu_pools, redis, "
-        "nvidia_device_plugin, cluster, priority_classes, prerequisites)",
+        "nvidia_device_plugin, metrics, cluster, priority_classes, prerequisites)",
     ]
     assert str(caught.value).startswith("invalid stack config (8 problems):\n  haai:namespace:")
 

@@ -17,6 +17,7 @@ import pytest
 
 from ha_ai_stack import (
     ArgsError,
+    GpuMetrics,
     GpuNodePool,
     GpuNodePoolArgs,
     HaAiStack,
@@ -119,7 +120,8 @@ def test_generated_provider_types_and_api_reference_are_current() -> None:
 
 def test_api_reference_lists_args_defaults_and_outputs() -> None:
     api = (PROJECT_ROOT / "docs" / "api.md").read_text()
-    for component in ("InferenceService", "RedisCluster", "GpuNodePool", "NvidiaDevicePlugin", "HaAiStack"):
+    for component in ("InferenceService", "RedisCluster", "GpuNodePool", "NvidiaDevicePlugin", "GpuMetrics",
+                      "HaAiStack"):
         assert f"## {component}\n" in api
     assert "| `replicas` | int | `3` |" in api
     assert "| `shards` | int | `3` |" in api
@@ -137,6 +139,7 @@ SHAPES: dict[str, tuple[Any, dict[str, Any]]] = {
     "RedisCluster": (RedisCluster, {"namespace": "ml"}),
     "GpuNodePool": (GpuNodePool, KARPENTER_POOL),
     "NvidiaDevicePlugin": (NvidiaDevicePlugin, {}),
+    "GpuMetrics": (GpuMetrics, {"namespace": "ml", "metrics": ["DCGM_FI_DEV_GPU_UTIL"]}),
     "HaAiStack": (HaAiStack, {"tier": "dev", "namespace": "ml"}),
 }
 # Written here, not read from the code: the outputs each component registers (schema names).
@@ -148,6 +151,7 @@ REGISTERED_OUTPUTS = {
                      "connection"},
     "GpuNodePool": {"contract"},
     "NvidiaDevicePlugin": {"daemonSet"},
+    "GpuMetrics": {"exporter", "service", "adapterRules"},
     "HaAiStack": {"namespace", "defaultDeny", "endpoints", "prerequisites"},
 }
 
@@ -183,7 +187,8 @@ def test_every_component_takes_a_dict_hands_down_depends_on_and_registers_its_ou
 @pytest.mark.parametrize("component", sorted(SHAPES))
 def test_every_component_refuses_bad_args_with_path_and_reason(component: str) -> None:
     cls, args = SHAPES[component]
-    key = {"HaAiStack": "tier", "NvidiaDevicePlugin": "imagee", "GpuNodePool": "zone"}.get(component, "namespacee")
+    key = {"HaAiStack": "tier", "NvidiaDevicePlugin": "imagee", "GpuNodePool": "zone",
+           "GpuMetrics": "metric"}.get(component, "namespacee")
     with pytest.raises(pulumi.RunError if component == "HaAiStack" else ArgsError) as raised:
         run_components(lambda: cls("it", {**args, key: "x"}))
     message = str(raised.value)
@@ -194,6 +199,8 @@ def test_every_component_refuses_bad_args_with_path_and_reason(component: str) -
         assert "imagee: unknown key (did you mean 'image'?)" in message
     elif component == "GpuNodePool":
         assert "zone: unknown key (did you mean 'zones'?)" in message
+    elif component == "GpuMetrics":
+        assert "metric: unknown key (did you mean 'metrics'?)" in message
     else:
         assert "namespacee: unknown key (did you mean 'namespace'?)" in message
 

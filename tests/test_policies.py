@@ -233,8 +233,10 @@ def test_digest_option(pack: Any) -> None:
 def test_device_plugin_is_exempt_only_through_the_allow_list(pack: Any) -> None:
     configure(pack, {"all": "mandatory", "pod-security-restricted": {"allowedWorkloads": []}})
     findings = [f for f in analyze(pack, stack_capture("prod").resources) if f.policy == "pod-security-restricted"]
-    assert {f.resource for f in findings} == {"nvidia-device-plugin-daemonset"}
-    assert any("hostPath" in f.message for f in findings)
+    # The two system DaemonSets that cannot meet "restricted": the device plugin and dcgm-exporter.
+    assert {f.resource for f in findings} == {"nvidia-device-plugin-daemonset", "gpu-metrics-exporter"}
+    assert any("kube-system/dcgm-exporter: volume pod-resources is a hostPath" in f.message for f in findings)
+    assert any("kube-system/nvidia-device-plugin" in f.message and "hostPath" in f.message for f in findings)
 
 
 def test_system_namespaces_are_exempt_from_default_deny_only_through_config(pack: Any) -> None:
@@ -247,8 +249,8 @@ def test_system_namespaces_are_exempt_from_default_deny_only_through_config(pack
 def test_allow_list_exempts_a_named_workload(pack: Any) -> None:
     resources = copy.deepcopy(stack_capture("prod").resources)
     set_in([*POD, "volumes", 0], {"name": "tmp", "hostPath": {"path": "/tmp"}}, D, "vllm-chat")(resources)
-    configure(pack, {"all": "mandatory", "pod-security-restricted": {"allowedWorkloads": ["ai-serving/vllm-chat",
-                                                                                "kube-system/nvidia-device-plugin"]}})
+    configure(pack, {"all": "mandatory", "pod-security-restricted": {"allowedWorkloads": [
+        "ai-serving/vllm-chat", "kube-system/nvidia-device-plugin", "kube-system/dcgm-exporter"]}})
     assert [f for f in analyze(pack, resources) if f.policy == "pod-security-restricted"] == []
 
 

@@ -121,7 +121,8 @@ EXPECTED_INPUTS = {
                      "namespace", "image"},
     "GpuNodePool": {"name", "backend", "instanceTypes", "zones", "eks", "karpenter", "gpusPerNode"},
     "NvidiaDevicePlugin": {"image"},
-    "HaAiStack": {"tier", "namespace", "inference", "gpuPools", "redis", "kubernetesVersion"},
+    "GpuMetrics": {"namespace", "metrics", "image", "prometheusLabels"},
+    "HaAiStack": {"tier", "namespace", "inference", "gpuPools", "redis", "kubernetesVersion", "metrics"},
 }
 EXPECTED_OUTPUTS = {
     "InferenceService": {"deployment", "service", "podDisruptionBudget", "serviceAccount", "networkPolicy",
@@ -130,6 +131,7 @@ EXPECTED_OUTPUTS = {
                      "connection"},
     "GpuNodePool": {"contract"},
     "NvidiaDevicePlugin": {"daemonSet"},
+    "GpuMetrics": {"exporter", "service", "adapterRules"},
     "HaAiStack": {"namespace", "defaultDeny", "endpoints", "prerequisites"},
 }
 

@@ -116,12 +116,24 @@ def test_defect_cloud_credentials_are_made_on_eks_and_demanded_elsewhere() -> No
 
 
 def test_defect_hpa_metric_not_served(pack: Any) -> None:
-    assert messages(pack, rendered(without_prerequisite(prod_config(), "PodsMetric", "DCGM_FI_DEV_GPU_UTIL"))) == [
+    """The GPU metric is now served by the stack's own adapter rules; without them the policy, and before it the
+    config, say so."""
+    without_rules = [r for r in copy.deepcopy(stack_capture("prod").resources)
+                     if r.inputs.get("metadata", {}).get("name") != "ha-ai-stack-adapter-rules"]
+    assert messages(pack, without_rules) == [
         "HorizontalPodAutoscaler ai-serving/triton: spec.metrics[1].pods.metric.name names PodsMetric "
         "DCGM_FI_DEV_GPU_UTIL, which the stack does not create and no prerequisite declares."]
+    config = prod_config()
+    config["metrics"] = {"gpu": False}
+    with pytest.raises(ConfigError, match="nothing serves the pods metric 'DCGM_FI_DEV_GPU_UTIL'"):
+        run_stack_config(config, stack="prod")
     assert messages(pack, rendered(without_prerequisite(prod_config(), "APIService", "v1beta1.metrics.k8s.io"))) == [
         "HorizontalPodAutoscaler ai-serving/triton: spec.metrics[0] names APIService v1beta1.metrics.k8s.io, which "
         "the stack does not create and no prerequisite declares."]
+    assert messages(pack, rendered(without_prerequisite(prod_config(), "APIService",
+                                                        "v1beta1.custom.metrics.k8s.io"))) == [
+        "HorizontalPodAutoscaler ai-serving/triton: spec.metrics[1] names APIService v1beta1.custom.metrics.k8s.io, "
+        "which the stack does not create and no prerequisite declares."]
 
 
 # Every other kind of reference: a firing case and a quiet one, on a rendered object changed in one field.
@@ -187,7 +199,7 @@ def test_custom_resources_need_their_crd(pack: Any) -> None:
             if resource.inputs.get("metadata", {}).get("name") == "ha-ai-stack-prerequisites":
                 items = json.loads(resource.inputs["data"]["prerequisites.json"])
                 resource.inputs["data"]["prerequisites.json"] = json.dumps(
-                    [i for i in items if i["kind"] != "CustomResourceDefinition"])
+                    [i for i in items if not i.get("name", "").endswith((".karpenter.sh", ".karpenter.k8s.aws"))])
         assert messages(pack, without) == [
             "EC2NodeClass gpu-a10g: apiVersion names CustomResourceDefinition ec2nodeclasses.karpenter.k8s.aws, which "
             "the stack does not create and no prerequisite declares.",

@@ -25,6 +25,7 @@ class InferenceObjects:
     pdb_spec: dict[str, Any]
     network_policy_spec: dict[str, Any]
     hpa_spec: dict[str, Any] | None = None
+    scaled_object_spec: dict[str, Any] | None = None  # KEDA, instead of the HPA (autoscaling.engine keda)
     fetch_config_map: dict[str, Any] | None = None  # metadata and data of the model-delivery script
 
 def _env(args: InferenceServiceArgs) -> list[dict[str, Any]]:
@@ -220,9 +221,42 @@ def _network_policy_spec(args: InferenceServiceArgs, selector: dict[str, str]) -
     }
 
 
+SCALE_UP_POLICY = {"stabilizationWindowSeconds": 0, "selectPolicy": "Max",
+                   "policies": [{"type": "Pods", "value": 2, "periodSeconds": 60}]}
+
+
+def _scale_down_policy(seconds: int) -> dict[str, Any]:
+    return {"stabilizationWindowSeconds": seconds, "selectPolicy": "Min",
+            "policies": [{"type": "Pods", "value": 1, "periodSeconds": 120}]}
+
+
+def _scaled_object_spec(name: str, args: InferenceServiceArgs) -> dict[str, Any] | None:
+    """KEDA: CPU and a Prometheus query per pod, with the same bounds and behaviour as the HPA would have."""
+    scaling = args.autoscaling
+    if scaling is None or scaling.engine != "keda":
+        return None
+    triggers: list[dict[str, Any]] = []
+    if scaling.target_cpu_utilization is not None:
+        triggers.append({"type": "cpu", "metricType": "Utilization",
+                         "metadata": {"value": str(scaling.target_cpu_utilization)}})
+    if scaling.metric is not None:
+        query = (f'avg(avg by (pod) ({scaling.metric.name}{{namespace="{args.namespace}", pod=~"{name}-.*"}}))')
+        triggers.append({"type": "prometheus", "metricType": "AverageValue",
+                         "metadata": {"serverAddress": scaling.prometheus_url, "query": query,
+                                      "threshold": scaling.metric.target_average_value}})
+    return {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+        "minReplicaCount": args.floor_replicas(),
+        "maxReplicaCount": scaling.max_replicas,
+        "triggers": triggers,
+        "advanced": {"horizontalPodAutoscalerConfig": {"behavior": {
+            "scaleUp": SCALE_UP_POLICY, "scaleDown": _scale_down_policy(scaling.scale_down_stabilization_seconds)}}},
+    }
+
+
 def _hpa_spec(name: str, args: InferenceServiceArgs) -> dict[str, Any] | None:
     scaling = args.autoscaling
-    if scaling is None:
+    if scaling is None or scaling.engine != "hpa":
         return None
     metrics: list[dict[str, Any]] = []
     if scaling.target_cpu_utilization is not None:
@@ -242,18 +276,8 @@ def _hpa_spec(name: str, args: InferenceServiceArgs) -> dict[str, Any] | None:
         "minReplicas": args.floor_replicas(),
         "maxReplicas": scaling.max_replicas,
         "metrics": metrics,
-        "behavior": {
-            "scaleUp": {
-                "stabilizationWindowSeconds": 0,
-                "selectPolicy": "Max",
-                "policies": [{"type": "Pods", "value": 2, "periodSeconds": 60}],
-            },
-            "scaleDown": {
-                "stabilizationWindowSeconds": scaling.scale_down_stabilization_seconds,
-                "selectPolicy": "Min",
-                "policies": [{"type": "Pods", "value": 1, "periodSeconds": 120}],
-            },
-        },
+        "behavior": {"scaleUp": SCALE_UP_POLICY,
+                     "scaleDown": _scale_down_policy(scaling.scale_down_stabilization_seconds)},
     }
 
 
@@ -328,6 +352,7 @@ def build_inference_objects(name: str, args: InferenceServiceArgs) -> InferenceO
         pdb_spec=pdb_spec,
         network_policy_spec=_network_policy_spec(args, selector),
         hpa_spec=_hpa_spec(name, args),
+        scaled_object_spec=_scaled_object_spec(name, args),
         fetch_config_map=({"metadata": {**metadata, "name": fetch_config_map_name(name)},
                            "data": {FETCH_SCRIPT: fetch_script()}} if args.model is not None else None),
     )

@@ -80,7 +80,7 @@ class InferenceService(pulumi.ComponentResource):
         deployment_opts = child_options(
             self, opts,
             depends_on=[self.service_account, *([self.model_fetch_config_map] if self.model_fetch_config_map else [])],
-            ignore_changes=["spec.replicas"] if objects.hpa_spec else None,
+            ignore_changes=["spec.replicas"] if objects.hpa_spec or objects.scaled_object_spec else None,
             custom_timeouts=pulumi.CustomTimeouts(create=f"{create_await_seconds(args)}s", update=f"{update_await}s"),
         )
         self.deployment = k8s.apps.v1.Deployment(
@@ -98,6 +98,12 @@ class InferenceService(pulumi.ComponentResource):
             if objects.hpa_spec
             else None
         )
+        # Python-only escape hatch: KEDA's ScaledObject (a custom resource), when autoscaling.engine is keda.
+        self.scaled_object: k8s.apiextensions.CustomResource | None = (
+            k8s.apiextensions.CustomResource(f"{name}-scaled-object", api_version="keda.sh/v1alpha1",
+                                             kind="ScaledObject", metadata=metadata,
+                                             spec=objects.scaled_object_spec, opts=child)
+            if objects.scaled_object_spec else None)
         self.service_name = self.service.metadata.apply(lambda meta: meta.name or name)
         port = args.http_port()
         namespace = args.namespace

@@ -92,11 +92,20 @@ class AutoscalingSpec(_Strict):
     scale_down_stabilization_seconds: int = Field(
         default=600, ge=0, le=3600, description="Window before scaling down (avoids flapping reloads)."
     )
+    engine: Literal["hpa", "keda"] = Field(
+        default="hpa", description="hpa: a HorizontalPodAutoscaler, its Pods metric served by prometheus-adapter "
+                                   "(the stack renders the adapter's rules). keda: a KEDA ScaledObject whose "
+                                   "Prometheus trigger reads the metric itself (KEDA makes the HPA).")
+    prometheus_url: str = Field(default="http://prometheus-operated.monitoring.svc:9090",
+                                description="Prometheus the KEDA trigger queries (engine keda).")
 
     @model_validator(mode="after")
     def _has_a_signal(self) -> "AutoscalingSpec":
         if self.target_cpu_utilization is None and self.metric is None:
             raise ValueError("set target_cpu_utilization or metric: the autoscaler needs a signal")
+        if self.engine == "keda" and self.metric is not None and self.metric.type != "pods":
+            raise ValueError("engine keda supports a pods metric (a Prometheus query per pod); use engine hpa "
+                             "for an external metric")
         return self
 
 

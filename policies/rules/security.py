@@ -12,7 +12,7 @@ from .k8s import all_containers, dig, object_name, workload_containers, workload
 
 DIGESTS = {"requireDigest": {"type": "boolean", "default": False}}
 ALLOWED = {"allowedWorkloads": {"type": "array", "items": {"type": "string"},
-                                "default": ["kube-system/nvidia-device-plugin"],
+                                "default": ["kube-system/nvidia-device-plugin", "kube-system/dcgm-exporter"],
                                 "description": "namespace/name of justified system workloads (e.g. the NVIDIA "
                                                "device plugin DaemonSet) exempt from the restricted profile."}}
 

@@ -41,6 +41,10 @@ BUILT_IN_GROUPS = {"", "core", "apps", "batch", "policy", "autoscaling", "networ
                    "apiregistration.k8s.io", "events.k8s.io", "flowcontrol.apiserver.k8s.io"}
 # HPA Resource metrics are served by metrics-server (declare it with kind APIService: v1beta1.metrics.k8s.io).
 RESOURCE_METRICS_API = "v1beta1.metrics.k8s.io"
+CUSTOM_METRICS_API = "v1beta1.custom.metrics.k8s.io"  # prometheus-adapter, for Pods metrics
+EXTERNAL_METRICS_API = "v1beta1.external.metrics.k8s.io"
+# A ConfigMap of adapter rules names the Pods metrics it serves in this annotation (comma-separated).
+SERVES_PODS_METRICS = "ha-ai-stack/serves-pods-metrics"
 
 
 class Prerequisite(BaseModel):
@@ -187,9 +191,11 @@ def references_of(api_version: str, kind: str, body: Mapping[str, Any]) -> list[
             elif metric.get("type") == "Pods":
                 found.append(Reference("PodsMetric", _dig(metric, "pods", "metric", "name") or "", None,
                                        f"{path}.pods.metric.name"))
+                found.append(Reference("APIService", CUSTOM_METRICS_API, None, path))
             elif metric.get("type") == "External":
                 found.append(Reference("ExternalMetric", _dig(metric, "external", "metric", "name") or "", None,
                                        f"{path}.external.metric.name"))
+                found.append(Reference("APIService", EXTERNAL_METRICS_API, None, path))
     group = api_version.rsplit("/", 1)[0] if "/" in api_version else ""
     if group not in BUILT_IN_GROUPS:
         found.append(Reference("CustomResourceDefinition", f"{_plural(kind)}.{group}", None, "apiVersion"))
@@ -233,6 +239,9 @@ def provided_by(manifests: Iterable[tuple[str, Mapping[str, Any]]], declared: It
             data = {**(body.get("data") or {}), **(body.get("stringData") or {})} \
                 if all(isinstance(body.get(f) or {}, Mapping) for f in ("data", "stringData")) else None
             keys[ident] = frozenset(data) if data is not None else None
+        served = _dig(body, "metadata", "annotations", SERVES_PODS_METRICS)
+        if kind == "ConfigMap" and isinstance(served, str):
+            found.update(("PodsMetric", metric, None) for metric in served.split(",") if metric)
         if kind == "StorageClass" and _dig(body, "metadata", "annotations",
                                            "storageclass.kubernetes.io/is-default-class") == "true":
             found.add(("DefaultStorageClass", "", None))
