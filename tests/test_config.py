@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from ha_ai_stack_tools.capture import Capture
-from ha_ai_stack.config import TIER_DEFAULTS, ConfigError, validate_stack_config
+from ha_ai_stack.config import ConfigError, validate_stack_config
 
 from .conftest import run_stack_config
 
@@ -119,13 +119,23 @@ def test_bad_values_have_exact_messages(raw: dict[str, Any], expected: str) -> N
     assert problems(raw) == [expected]
 
 
+# Written here, not read from the code: what each tier gives a service and Redis when a stack leaves them out.
+TIER_EXPECTATIONS = {
+    "dev": ({"replicas": 1, "anti_affinity": "preferred", "zone_spread": "preferred"},
+            {"replicas_per_shard": 0, "storage_size": "1Gi"}),
+    "staging": ({"replicas": 2, "anti_affinity": "required", "zone_spread": "required"},
+                {"replicas_per_shard": 1, "storage_size": "10Gi"}),
+    "prod": ({"replicas": 3, "anti_affinity": "required", "zone_spread": "required"},
+             {"replicas_per_shard": 1, "storage_size": "20Gi"}),
+}
+
+
 @pytest.mark.parametrize("tier", ["dev", "staging", "prod"])
 def test_tier_defaults_fill_missing_keys(tier: str) -> None:
     config = validate_stack_config({"tier": tier, "inference": [service()]})
-    entry = config.inference[0]
-    expected = {"replicas": 3, "anti_affinity": "required", "zone_spread": "required"}
-    expected.update(TIER_DEFAULTS[tier]["inference"])
-    assert {k: getattr(entry, k) for k in expected} == expected
+    service_expected, redis_expected = TIER_EXPECTATIONS[tier]
+    assert {k: getattr(config.inference[0], k) for k in service_expected} == service_expected
+    assert {k: getattr(config.redis, k) for k in redis_expected} == redis_expected
 
 
 def test_explicit_value_beats_tier_default() -> None:
@@ -137,7 +147,7 @@ def test_tier_defaults_to_the_stack_name_when_it_is_a_tier() -> None:
     capture = run_stack_config({"inference": [service()]}, stack="staging")
     assert capture.exports["tier"] == "staging"
     deployment = next(r for r in capture.resources if r.type_token == "kubernetes:apps/v1:Deployment")
-    assert deployment.inputs["spec"]["replicas"] == TIER_DEFAULTS["staging"]["inference"]["replicas"]
+    assert deployment.inputs["spec"]["replicas"] == 2  # staging's default
 
 
 def test_tier_is_required_when_the_stack_name_is_not_a_tier() -> None:

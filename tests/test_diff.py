@@ -102,13 +102,22 @@ def test_removing_a_pdb_is_flagged(repo: Path) -> None:
 
 
 def test_masked_secrets_never_appear_in_any_format(repo: Path) -> None:
+    """The two sides hold different passwords (the password resource is renamed, so the fake secret differs), so a
+    diff without masking would print both."""
     edit(repo, "prod", lambda c: c.update({"haai:namespace": "serving"}))  # every object changes, the Secret too
-    password = fake_secret("redis-password")
+    old_password = fake_secret("redis-password")
+    (repo / "components" / "redis_cluster" / "component.py").write_text(
+        (repo / "components" / "redis_cluster" / "component.py").read_text().replace(
+            'f"{name}-password"', 'f"{name}-password-v2"'))
+    new_password = fake_secret("redis-password-v2")
+    assert old_password != new_password
     for output_format in ("text", "markdown", "json"):
         result = diff(repo, "--stack", "prod", "--format", output_format)
         assert result.returncode == 0, result.stderr
         assert "Secret serving/redis-auth" in result.stdout
-        assert password not in result.stdout and "mock-" not in result.stdout
+        assert "RandomPassword redis-password-v2" in result.stdout or "redis-password-v2" in result.stdout
+        for leaked in (old_password, new_password, "mock-"):
+            assert leaked not in result.stdout, output_format
 
 
 def test_markdown_output(repo: Path) -> None:
