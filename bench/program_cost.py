@@ -35,11 +35,11 @@ def stack_config(services: int) -> dict[str, Any]:
 
 
 def _group_module(type_token: str) -> tuple[Any, str]:
-    """``kubernetes:apps/v1:Deployment`` -> (``k8s.apps.v1``, ``Deployment``)."""
+    """``kubernetes:apps/v1:Deployment`` -> (``k8s.apps.v1``, ``Deployment``); (None, kind) for a CRD's kind."""
     _, group_version, kind = type_token.split(":")
     group, version = group_version.rsplit("/", 1)
-    module = getattr(k8s, group.split(".")[0])
-    return getattr(module, version), kind
+    module = getattr(getattr(k8s, group.split(".")[0], None), version, None)
+    return (module if module is not None and hasattr(module, kind) else None), kind
 
 
 def _snake(key: str) -> str:
@@ -60,6 +60,11 @@ def hand_written(template: list[CapturedResource]) -> Callable[[], None]:
                                                            dict(resource.inputs), opts=opts)
                 continue
             module, kind = _group_module(resource.type_token)
+            if module is None:  # a custom resource (Karpenter, prometheus-operator, KEDA)
+                made[resource.urn] = k8s.apiextensions.CustomResource(
+                    resource.name, api_version=resource.inputs["apiVersion"], kind=resource.inputs["kind"],
+                    metadata=resource.inputs.get("metadata"), spec=resource.inputs.get("spec"), opts=opts)
+                continue
             kwargs = {_snake(k): v for k, v in resource.inputs.items() if k not in ("apiVersion", "kind")}
             made[resource.urn] = getattr(module, kind)(resource.name, **kwargs, opts=opts)
 
