@@ -58,7 +58,8 @@ def roll(files: dict[str, str], waves: list[list[str]], mib: int) -> dict[str, A
         time.sleep(1.0)
         writes = writer.stop()
         return {"gap": writes.longest_gap, "seconds": log.seconds, "down": log.most_down_at_once,
-                "lost": len(lost_keys(lab, writes.acknowledged)), "masters": masters_by_zone(lab)}
+                "lost": len(lost_keys(lab, writes.acknowledged)), "masters": masters_by_zone(lab),
+                "forced": log.killed_after_grace}
 
 
 def restart_costs(files: dict[str, str], mib: int) -> dict[str, float | str]:
@@ -119,7 +120,8 @@ def main() -> None:
                   base_time if label != "unordered" else None, 40))
     for label, runs in results.items():
         print(f"{label}: most members down at once {max(r['down'] for r in runs)}, acknowledged writes lost "
-              f"{sum(r['lost'] for r in runs)}, masters per zone after the last run {runs[-1]['masters']}")
+              f"{sum(r['lost'] for r in runs)}, members killed after the grace period "
+              f"{sum(r['forced'] for r in runs)}, masters per zone after the last run {runs[-1]['masters']}")
     costs = restart_costs(files, options.mib)
     print(f"one replica's restart with AOF on, {options.mib} MiB in the cluster:")
     for key, value in costs.items():

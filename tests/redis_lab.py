@@ -100,11 +100,22 @@ class RedisLab:
         for member in self.members:
             self.start(member)
 
-    def kill(self, member: Member, sig: int = signal.SIGKILL) -> None:
+    def kill(self, member: Member, sig: int = signal.SIGKILL, grace: float = 30) -> bool:
+        """Stop a member as the kubelet does: ``sig``, then SIGKILL once ``grace`` seconds have passed.
+
+        Returns True when it had to be killed after the grace period.
+        """
+        forced = False
         if member.process and member.process.poll() is None:
             member.process.send_signal(sig)
-            member.process.wait(timeout=30)
+            try:
+                member.process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                member.process.kill()
+                member.process.wait(timeout=30)
+                forced = True
         member.process = None
+        return forced
 
     def close(self) -> None:
         for member in self.members:
@@ -312,6 +323,7 @@ class RolloutLog:
     seconds: float = 0.0
     most_down_at_once: int = 0
     restarted: list[str] = field(default_factory=list)
+    killed_after_grace: int = 0  # members that did not stop within the grace period
 
 
 class Rollout:
@@ -324,8 +336,8 @@ class Rollout:
     """
 
     def __init__(self, lab: RedisLab, waves: list[list[str]], *, handover_timeout: int = 60,
-                 ready_timeout: float = 300, next_ip: int = 200) -> None:
-        self.lab, self.waves = lab, waves
+                 ready_timeout: float = 300, next_ip: int = 200, grace: float = 30) -> None:
+        self.lab, self.waves, self.grace = lab, waves, grace
         self.handover_timeout, self.ready_timeout = handover_timeout, ready_timeout
         self.next_ip = next_ip
         self.log = RolloutLog()
@@ -349,7 +361,10 @@ class Rollout:
             self.log.most_down_at_once = max(self.log.most_down_at_once, self._down)
         self.lab.run_script("pre-stop.sh", timeout=self.handover_timeout + 30, REDIS_HOST=member.ip,
                             PRESTOP_TIMEOUT=str(self.handover_timeout))
-        self.lab.kill(member, signal.SIGTERM)  # the container gets SIGTERM once the hook returns
+        # The container gets SIGTERM once the hook returns, and SIGKILL when the grace period runs out.
+        if self.lab.kill(member, signal.SIGTERM, grace=self.grace):
+            with self._lock:
+                self.log.killed_after_grace += 1
         with self._lock:
             member.ip = f"127.0.0.{self.next_ip}"
             self.next_ip += 1

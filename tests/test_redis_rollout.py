@@ -94,6 +94,7 @@ def test_full_rolling_update_loses_nothing_and_ends_one_master_per_zone_then_sur
           f"rollout_s={rollout.seconds:.1f} most_down_at_once={rollout.most_down_at_once} masters_by_zone={placement}")
     print(report)
     assert rollout.most_down_at_once == 1
+    assert rollout.killed_after_grace == 0  # every member stopped by itself, after its handover
     assert len(rollout.restarted) == 6
     assert lost == []
     assert placement == {"us-east-1a": 1, "us-east-1b": 1, "us-east-1c": 1}
