@@ -1,7 +1,13 @@
-"""Generated stack configs either render schema-valid objects or raise the config error; nothing else."""
+"""Generated stack configs: every valid one renders schema-valid objects; one planted fault is named by its path.
+
+The generator builds configs that are valid by construction (no cross-section conflicts). Half the
+examples then get exactly one fault from a table (a path and a bad value); the config error must name
+that path. A validator that rejected everything, or a fault that slipped through, fails the test.
+"""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from hypothesis import HealthCheck, event, given, settings
@@ -10,96 +16,101 @@ from hypothesis import strategies as st
 from ha_ai_stack.config import ConfigError, validate_stack_config
 from ha_ai_stack_tools.render import manifests
 
+from .conftest import run_stack_config
 from .schemas import validate_object
 
-from .conftest import run_stack_config
-
-MISSING = object()
-
-
-def maybe(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    """A value, or the key left out (MISSING), so tier defaults are exercised too."""
-    return st.one_of(st.just(MISSING), strategy)
+ZONES = ["us-east-1a", "us-east-1b", "us-east-1c"]
+IMAGES = ["ghcr.io/acme/m:1.0", "registry:5000/m:2", "ghcr.io/acme/m@sha256:" + "b" * 64]
+GPU_METRIC = {"type": "pods", "name": "DCGM_FI_DEV_GPU_UTIL", "target_average_value": "70"}
 
 
-def fixed_dict(**fields: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
-    return st.fixed_dictionaries(fields).map(lambda d: {k: v for k, v in d.items() if v is not MISSING})
+@st.composite
+def valid_configs(draw: st.DrawFn) -> dict[str, Any]:
+    tier = draw(st.sampled_from(["dev", "staging", "prod"]))
+    config: dict[str, Any] = {"tier": tier, "namespace": draw(st.sampled_from(["ai-serving", "ml"])),
+                              "kubernetes_version": draw(st.sampled_from(["1.30", "1.33", "1.37"])),
+                              "metrics": {"monitors": draw(st.booleans())}}
+    has_pool = draw(st.booleans())
+    if has_pool:
+        config["gpu_pools"] = [{"name": "gpu-a", "gpus_per_node": draw(st.sampled_from([1, 4, 8])),
+                                "zones": draw(st.sampled_from([[], ZONES]))}]
+    redis = draw(st.booleans())
+    if redis:
+        config["redis"] = {"enabled": True, "shards": draw(st.sampled_from([3, 4, 6])),
+                           "replicas_per_shard": draw(st.sampled_from([0, 1] if tier == "dev" else [1])),
+                           "zones": draw(st.sampled_from([[], ZONES])),
+                           "metrics_exporter": draw(st.booleans())}
+    services = []
+    for name in draw(st.lists(st.sampled_from(["svc", "api", "chat"]), max_size=3, unique=True)):
+        replicas = draw(st.integers(1, 5))
+        service: dict[str, Any] = {
+            "name": name, "image": draw(st.sampled_from(IMAGES)),
+            "server": draw(st.sampled_from(["triton", "vllm", "custom"])), "replicas": replicas,
+            "resources": {"gpus": draw(st.sampled_from([0, 1])) if has_pool else 0},
+            "use_redis": redis and draw(st.booleans()),
+            "anti_affinity": draw(st.sampled_from(["required", "preferred"])),
+            "zone_spread": draw(st.sampled_from(["required", "preferred"])),
+            "max_surge": draw(st.integers(1, 3))}
+        if draw(st.booleans()):
+            service["autoscaling"] = {"max_replicas": replicas + draw(st.integers(0, 6)),
+                                      **({"metric": GPU_METRIC} if draw(st.booleans()) else {})}
+        services.append(service)
+    config["inference"] = services
+    return config
 
 
-def mostly(valid: list[Any], invalid: list[Any]) -> st.SearchStrategy[Any]:
-    """Usually a valid value, sometimes an invalid one, sometimes the key left out."""
-    return maybe(st.sampled_from(valid * 8 + invalid))
+def first_service(**fields: Any) -> Any:
+    """Plant ``fields`` in the first service; False (not applicable) when there is none."""
+    def plant(config: dict[str, Any]) -> bool:
+        if not config["inference"]:
+            return False
+        config["inference"][0].update(fields)
+        return True
+    return plant
 
 
-quantities = st.sampled_from(["1", "500m", "2", "8Gi", "512Mi"] * 8 + ["0", "lots", "-1"])
-pools = fixed_dict(
-    name=st.sampled_from(["gpu-a"] * 8 + ["gpu-b", "Bad_Pool"]),
-    gpus_per_node=mostly([None, 1, 4, 8], [0]),
-    zones=maybe(st.lists(st.sampled_from(["us-east-1a", "us-east-1b", "us-east-1c"]), max_size=3, unique=True)),
-    gpu_model=maybe(st.sampled_from(["A10G", "H100"])),
-)
-services = fixed_dict(
-    name=st.sampled_from(["svc", "api", "chat"] * 8 + ["Bad_Name", "x" * 45]),
-    image=st.sampled_from(["ghcr.io/acme/m:1.0", "registry:5000/m:2", "ghcr.io/acme/m@sha256:" + "b" * 64] * 8
-                          + ["ghcr.io/acme/m:latest", "ghcr.io/acme/m"]),
-    server=mostly(["triton", "vllm", "custom"], ["tgi"]),
-    port=mostly([None, 8080, 9000], [0, 70000]),
-    replicas=mostly([1, 2, 3, 5], [0, -1]),
-    gpu_pool=mostly([None, "gpu-a"], ["gpu-b", "missing"]),
-    use_redis=mostly([False, True], []),
-    anti_affinity=mostly(["required", "preferred"], ["maybe"]),
-    zone_spread=mostly(["required", "preferred"], ["always"]),
-    model_load_seconds=mostly([60, 600, 3600], [0, 20000]),
-    pre_stop_sleep_seconds=mostly([0, 5, 15], [200, -1]),
-    termination_grace_period_seconds=mostly([30, 120, 300], [0]),
-    resources=maybe(fixed_dict(cpu=maybe(quantities), memory=maybe(quantities), memory_limit=maybe(quantities),
-                               gpus=mostly([0, 1, 2], [-1, 10]))),
-    autoscaling=maybe(st.one_of(st.none(), fixed_dict(
-        min_replicas=mostly([1, 3], [0]), max_replicas=mostly([6, 12], [0, 1]),
-        target_cpu_utilization=mostly([50, 70], [None, 101]),
-        metric=maybe(fixed_dict(type=st.sampled_from(["pods", "external"] * 8 + ["object"]),
-                                name=st.just("gpu_util"), target_average_value=quantities))))),
-    disruption=maybe(fixed_dict(max_unavailable=mostly([1, "25%"], ["half", -1, None]),
-                                min_available=maybe(st.sampled_from([None] * 8 + [2, "50%"])))),
-    env=maybe(st.dictionaries(st.sampled_from(["HF_HOME", "MODE"] * 8 + ["API_TOKEN", "1BAD"]), st.just("x"),
-                              max_size=2)),
-    typo=st.sampled_from([MISSING] * 15 + ["oops"]),
-)
-redis_sections = fixed_dict(
-    enabled=mostly([True, False], ["yes"]),
-    shards=mostly([3, 4, 6], [2]),
-    replicas_per_shard=mostly([0, 1, 2], [-1, 6]),
-    zones=maybe(st.lists(st.sampled_from(["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d"]),
-                         max_size=4, unique=True)),
-    storage_size=maybe(quantities),
-    min_replicas_to_write=mostly([0, 1], [3]),
-    metrics_exporter=maybe(st.booleans()),
-    node_timeout_ms=mostly([2000, 3000, 15000], [100]),
-)
-stack_configs = fixed_dict(
-    tier=st.sampled_from(["dev", "staging", "prod"] * 8 + ["qa"]),
-    kubernetes_version=mostly(["1.30", "1.33", "1.37"], ["1.20", "2.1"]),
-    namespace=mostly(["ai-serving", "ml"], ["Bad_NS"]),
-    gpu_pools=maybe(st.lists(pools, max_size=2)),
-    inference=maybe(st.lists(services, max_size=3)),
-    redis=maybe(redis_sections),
-)
+# One fault each: the key path it sits at (as the error names it), and how to plant it in a valid config.
+FAULTS: list[tuple[str, Any]] = [
+    ("haai:tier", lambda c: c.update(tier="qa")),
+    ("haai:namespace", lambda c: c.update(namespace="Bad_NS")),
+    ("haai:kubernetes_version", lambda c: c.update(kubernetes_version="1.20")),
+    ("haai:inference[0].replicas", first_service(replicas=0)),
+    ("haai:inference[0].image", first_service(image="ghcr.io/acme/m:latest")),
+    ("haai:inference[0].name", first_service(name="Bad_Name")),
+    ("haai:inference[0].server", first_service(server="tgi")),
+    ("haai:inference[0].port", first_service(port=70000)),
+    ("haai:inference[0].typo", first_service(typo=1)),
+    ("haai:inference[0].env", first_service(env={"API_TOKEN": "x"})),
+    ("haai:inference[0].max_surge", first_service(max_surge=0)),
+    ("haai:redis.shards", lambda c: c.setdefault("redis", {"enabled": True}).update(shards=2)),
+    ("haai:redis.storage_size", lambda c: c.setdefault("redis", {"enabled": True}).update(storage_size="lots")),
+    ("haai:gpu_pools[0].name", lambda c: c.update(gpu_pools=[{"name": "GPU_A", "gpus_per_node": 1}])),
+    ("haai:prerequisites[0].reason", lambda c: c.update(prerequisites=[{"kind": "Secret", "name": "s"}])),
+]
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(stack_configs)
-def test_generated_config_renders_valid_objects_or_raises_config_error(raw: dict[str, Any]) -> None:
-    try:
-        config = validate_stack_config(raw)
-    except ConfigError as error:
-        event("config error")
-        assert error.problems and all(p.startswith("haai:") for p in error.problems)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(valid_configs(), st.one_of(st.none(), st.sampled_from(FAULTS)))
+def test_valid_configs_render_and_a_planted_fault_is_named(config: dict[str, Any], fault: Any) -> None:
+    if fault is None:
+        event("valid: rendered")
+        validated = validate_stack_config(copy.deepcopy(config))  # must not raise: valid by construction
+        objects = manifests(run_stack_config(config))
+        assert len([m for m in objects if m["kind"] == "Deployment"]) == len(validated.inference)
+        members = (validated.redis.shards * (validated.redis.replicas_per_shard + 1)) if validated.redis.enabled else 0
+        assert sum(m["spec"]["replicas"] for m in objects if m["kind"] == "StatefulSet") == members
+        for manifest in objects:
+            validate_object(manifest, validated.kubernetes_version)
         return
-    event("rendered")
-    capture = run_stack_config(raw)
-    objects = manifests(capture)
-    assert len([m for m in objects if m["kind"] == "Deployment"]) == len(config.inference)
-    members = config.redis.shards * (config.redis.replicas_per_shard + 1) if config.redis.enabled else 0
-    assert sum(m["spec"]["replicas"] for m in objects if m["kind"] == "StatefulSet") == members
-    for manifest in objects:
-        validate_object(manifest, config.kubernetes_version)
+    path, plant = fault
+    broken = copy.deepcopy(config)
+    if plant(broken) is False:  # the fault needs a service and there is none
+        event("fault not applicable")
+        return
+    event(f"fault: {path}")
+    try:
+        validate_stack_config(broken)
+    except ConfigError as error:
+        assert any(problem.startswith(path) for problem in error.problems), (path, error.problems)
+    else:
+        raise AssertionError(f"the planted fault at {path} was accepted")
