@@ -17,7 +17,7 @@ from .errors import ArgsModel, validate_args
 from .images import require_pinned_image
 from .labels import selector_labels, standard_labels
 from .options import child_options, register_public_outputs
-from .scheduling import GPU_PRESENT_LABEL, GPU_TOLERATION
+from .scheduling import gpu_node_daemon_set_spec
 
 NAME = "nvidia-device-plugin"
 NAMESPACE = "kube-system"
@@ -26,35 +26,20 @@ PLUGIN_DIR = "/var/lib/kubelet/device-plugins"
 
 
 def device_plugin_spec(image: str) -> dict[str, Any]:
-    selector = selector_labels(NAME, NAME)
-    return {
-        "selector": {"matchLabels": selector},
-        "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
-        "template": {
-            "metadata": {"labels": standard_labels(NAME, NAME, "device-plugin")},
-            "spec": {
-                "priorityClassName": "system-node-critical",
-                "automountServiceAccountToken": False,
-                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                    {"matchExpressions": [{"key": GPU_PRESENT_LABEL, "operator": "In", "values": ["true"]}]}]}}},
-                "tolerations": [dict(GPU_TOLERATION), {"key": "CriticalAddonsOnly", "operator": "Exists"}],
-                "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-                "containers": [{
-                    "name": NAME,
-                    "image": image,
-                    "imagePullPolicy": "IfNotPresent",
-                    "env": [{"name": "FAIL_ON_INIT_ERROR", "value": "false"}],
-                    "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
-                                  "limits": {"cpu": "100m", "memory": "128Mi"}},
-                    "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                        "capabilities": {"drop": ["ALL"]},
-                                        "seccompProfile": {"type": "RuntimeDefault"}},
-                    "volumeMounts": [{"name": "device-plugin", "mountPath": PLUGIN_DIR}],
-                }],
-                "volumes": [{"name": "device-plugin", "hostPath": {"path": PLUGIN_DIR, "type": "Directory"}}],
-            },
-        },
+    container = {
+        "name": NAME,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "env": [{"name": "FAIL_ON_INIT_ERROR", "value": "false"}],
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "100m", "memory": "128Mi"}},
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}},
+        "volumeMounts": [{"name": "device-plugin", "mountPath": PLUGIN_DIR}],
     }
+    return gpu_node_daemon_set_spec(
+        selector_labels(NAME, NAME), standard_labels(NAME, NAME, "device-plugin"), container,
+        [{"name": "device-plugin", "hostPath": {"path": PLUGIN_DIR, "type": "Directory"}}],
+        extra_tolerations=[{"key": "CriticalAddonsOnly", "operator": "Exists"}])
 
 
 class NvidiaDevicePluginArgs(ArgsModel):

@@ -26,7 +26,7 @@ from .images import require_pinned_image
 from .labels import selector_labels, standard_labels
 from .options import child_options, register_public_outputs
 from .prerequisites import SERVES_PODS_METRICS
-from .scheduling import GPU_PRESENT_LABEL, GPU_TOLERATION
+from .scheduling import gpu_node_daemon_set_spec
 
 NAME = "dcgm-exporter"
 NAMESPACE = "kube-system"
@@ -55,42 +55,27 @@ class GpuMetricsArgs(ArgsModel):
 
 
 def exporter_spec(image: str) -> dict[str, Any]:
-    selector = selector_labels(NAME, NAME)
-    return {
-        "selector": {"matchLabels": selector},
-        "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
-        "template": {
-            "metadata": {"labels": standard_labels(NAME, NAME, "gpu-metrics")},
-            "spec": {
-                "priorityClassName": "system-node-critical",
-                "automountServiceAccountToken": False,
-                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                    {"matchExpressions": [{"key": GPU_PRESENT_LABEL, "operator": "In", "values": ["true"]}]}]}}},
-                "tolerations": [dict(GPU_TOLERATION)],
-                "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-                "containers": [{
-                    "name": NAME,
-                    "image": image,
-                    "imagePullPolicy": "IfNotPresent",
-                    "env": [{"name": "DCGM_EXPORTER_KUBERNETES", "value": "true"},
-                            {"name": "DCGM_EXPORTER_LISTEN", "value": f":{METRICS_PORT}"}],
-                    "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
-                    "resources": {"requests": {"cpu": "100m", "memory": "256Mi"},
-                                  "limits": {"cpu": "500m", "memory": "512Mi"}},
-                    # DCGM's profiling metrics need SYS_ADMIN; everything else is dropped.
-                    "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                        "capabilities": {"drop": ["ALL"], "add": ["SYS_ADMIN"]},
-                                        "seccompProfile": {"type": "RuntimeDefault"}},
-                    "readinessProbe": {"httpGet": {"path": "/health", "port": "metrics"}, "periodSeconds": 10,
-                                       "timeoutSeconds": 5, "failureThreshold": 3, "successThreshold": 1},
-                    "livenessProbe": {"httpGet": {"path": "/health", "port": "metrics"}, "periodSeconds": 20,
-                                      "timeoutSeconds": 5, "failureThreshold": 6, "successThreshold": 1},
-                    "volumeMounts": [{"name": "pod-resources", "mountPath": POD_RESOURCES, "readOnly": True}],
-                }],
-                "volumes": [{"name": "pod-resources", "hostPath": {"path": POD_RESOURCES, "type": "Directory"}}],
-            },
-        },
+    container = {
+        "name": NAME,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "env": [{"name": "DCGM_EXPORTER_KUBERNETES", "value": "true"},
+                {"name": "DCGM_EXPORTER_LISTEN", "value": f":{METRICS_PORT}"}],
+        "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
+        # DCGM's profiling metrics need SYS_ADMIN; everything else is dropped.
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"], "add": ["SYS_ADMIN"]},
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "readinessProbe": {"httpGet": {"path": "/health", "port": "metrics"}, "periodSeconds": 10,
+                           "timeoutSeconds": 5, "failureThreshold": 3, "successThreshold": 1},
+        "livenessProbe": {"httpGet": {"path": "/health", "port": "metrics"}, "periodSeconds": 20,
+                          "timeoutSeconds": 5, "failureThreshold": 6, "successThreshold": 1},
+        "volumeMounts": [{"name": "pod-resources", "mountPath": POD_RESOURCES, "readOnly": True}],
     }
+    return gpu_node_daemon_set_spec(
+        selector_labels(NAME, NAME), standard_labels(NAME, NAME, "gpu-metrics"), container,
+        [{"name": "pod-resources", "hostPath": {"path": POD_RESOURCES, "type": "Directory"}}])
 
 
 def service_monitor_spec() -> dict[str, Any]:

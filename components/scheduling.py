@@ -107,3 +107,27 @@ def spread(
         constraint["minDomains"] = min_domains
     return constraint
 
+
+
+def gpu_node_daemon_set_spec(selector: dict[str, str], labels: dict[str, str], container: dict[str, Any],
+                             volumes: list[dict[str, Any]], extra_tolerations: list[dict[str, str]] | None = None
+                             ) -> dict[str, Any]:
+    """A system DaemonSet on every GPU node, and only there (the device plugin, dcgm-exporter): node-critical,
+    no service-account token, the GPU taint tolerated, one node at a time on update."""
+    return {
+        "selector": {"matchLabels": dict(selector)},
+        "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+        "template": {
+            "metadata": {"labels": dict(labels)},
+            "spec": {
+                "priorityClassName": "system-node-critical",
+                "automountServiceAccountToken": False,
+                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": GPU_PRESENT_LABEL, "operator": "In", "values": ["true"]}]}]}}},
+                "tolerations": [dict(GPU_TOLERATION), *(extra_tolerations or [])],
+                "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [container],
+                "volumes": volumes,
+            },
+        },
+    }
