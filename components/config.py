@@ -222,6 +222,9 @@ class StackConfig(_Section):
                                      f"(for a DCGM_ metric), or declare a {kind} prerequisite naming what serves it"))
             if entry.use_redis and not self.redis.enabled:
                 problems.append((("inference", index, "use_redis"), "needs redis.enabled: true"))
+        if self.redis.enabled and self.tier == "prod" and self.redis.backup is None:
+            problems.append((("redis", "backup"), "needed in prod (tier prod): backups to S3 are on in prod; set "
+                                                  "backup.bucket"))
         if self.redis.enabled and self.tier != "dev" and self.redis.replicas_per_shard < 1:
             problems.append((("redis", "replicas_per_shard"),
                              f"must be >= 1 outside dev (tier {self.tier}): a shard without a replica is lost "

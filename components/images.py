@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 
+# Python 3 with boto3: AWS's Lambda Python base image (its entrypoint is overridden). Runs the S3 scripts:
+# model delivery and the Redis backups.
+PYTHON_BOTO3_IMAGE = "public.ecr.aws/lambda/python:3.12.2025.01.14.14"
 _DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 
 

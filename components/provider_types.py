@@ -168,6 +168,21 @@ class InferenceServiceArgs(TypedDict):
     "Redis connection contract, if any. Default: null."
 
 
+class BackupSpec(TypedDict):
+    """Scheduled backups of every shard to S3 (see backup.sh and backup_s3.py)."""
+
+    bucket: str
+    "S3 bucket the backups go to."
+    prefix: NotRequired[str]
+    "Key prefix; each backup lands in <prefix>/<cluster>/<UTC timestamp>/ as shard-<n>.rdb files and a manifest.json written last. Default: \"redis-backups\"."
+    schedule: NotRequired[str]
+    "Cron schedule (UTC) of the backup CronJob. Default: \"0 */6 * * *\"."
+    retention: NotRequired[int]
+    "Complete backups to keep (the newest); the only complete one is never deleted. Default: 7."
+    image: NotRequired[str]
+    "Image with Python 3 and boto3 for the S3 side, pinned. Default: \"public.ecr.aws/lambda/python:3.12.2025.01.14.14\"."
+
+
 class RedisClusterArgs(TypedDict):
     """Args of ``RedisCluster``: the spec plus its namespace."""
 
@@ -205,6 +220,12 @@ class RedisClusterArgs(TypedDict):
     "Longest time one member may take to restart, load its data and finish its first sync. A rollout restarts members one at a time, so Pulumi awaits each StatefulSet for its members x (this + the grace period). Default: 600."
     balance_schedule: NotRequired[str]
     "Cron schedule (UTC) of the balance CronJob that moves masters back to one per zone after unplanned failovers; null turns it off (a balance Job still runs after every rollout). Default: \"*/10 * * * *\"."
+    backup: NotRequired[BackupSpec]
+    "Scheduled S3 backups; null: none. Default: null."
+    restore_from: NotRequired[str]
+    "s3://<bucket>/<prefix>/<cluster>/<timestamp> of a complete backup to load into a NEW cluster with the same shard count: a restore Job verifies it before any member starts, and each home master loads its shard. Ignored by members that hold data. Default: null."
+    service_account_annotations: NotRequired[dict[str, str]]
+    "Annotations of the ServiceAccount the backup and restore pods use, e.g. eks.amazonaws.com/role-arn; on eks pools the stack makes a role for the backup prefix (and restore_from) when none is given. Default: {}."
     metrics_exporter: NotRequired[bool]
     "Add a redis_exporter sidecar on port 9121. Default: false."
     exporter_image: NotRequired[str]
@@ -426,6 +447,12 @@ class RedisConfig(TypedDict):
     "Longest time one member may take to restart, load its data and finish its first sync. A rollout restarts members one at a time, so Pulumi awaits each StatefulSet for its members x (this + the grace period). Default: 600."
     balance_schedule: NotRequired[str]
     "Cron schedule (UTC) of the balance CronJob that moves masters back to one per zone after unplanned failovers; null turns it off (a balance Job still runs after every rollout). Default: \"*/10 * * * *\"."
+    backup: NotRequired[BackupSpec]
+    "Scheduled S3 backups; null: none. Default: null."
+    restore_from: NotRequired[str]
+    "s3://<bucket>/<prefix>/<cluster>/<timestamp> of a complete backup to load into a NEW cluster with the same shard count: a restore Job verifies it before any member starts, and each home master loads its shard. Ignored by members that hold data. Default: null."
+    service_account_annotations: NotRequired[dict[str, str]]
+    "Annotations of the ServiceAccount the backup and restore pods use, e.g. eks.amazonaws.com/role-arn; on eks pools the stack makes a role for the backup prefix (and restore_from) when none is given. Default: {}."
     metrics_exporter: NotRequired[bool]
     "Add a redis_exporter sidecar on port 9121. Default: false."
     exporter_image: NotRequired[str]

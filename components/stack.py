@@ -12,6 +12,8 @@ from .cloud_identity import (
     EBS_CSI_SERVICE_ACCOUNT,
     ROLE_ARN_ANNOTATION,
     ClusterIdentity,
+    S3Location,
+    backup_s3_policy,
     aws_provider,
     cluster_identity,
     irsa_role,
@@ -39,6 +41,7 @@ from .errors import check_name
 from .options import child_options, register_public_outputs
 from .prerequisites import PREREQUISITES_CONFIG_MAP, prerequisites_config_map_data
 from .redis_cluster import RedisCluster, RedisClusterArgs, RedisClusterSpec
+from .redis_cluster.build import backup_service_account_name
 
 HaAiStackArgs = StackConfig  # the stack config is the composition's Args
 
@@ -72,10 +75,13 @@ def cluster_provider(name: str, config: StackConfig) -> k8s.Provider | None:
                         enable_server_side_apply=True)
 
 
-def redis_args(config: StackConfig) -> RedisClusterArgs:
-    """Component args of the stack's Redis Cluster (with the StorageClass the stack brings on AWS)."""
+def redis_args(config: StackConfig, backup_role_arn: str | None = None) -> RedisClusterArgs:
+    """Component args of the stack's Redis Cluster (with the StorageClass and the backup role the stack brings
+    on AWS)."""
     spec = config.redis.model_dump(include=set(RedisClusterSpec.model_fields))
     spec["storage_class"] = config.redis.storage_class_name(on_aws=bool(config.aws_pools()))
+    if backup_role_arn:
+        spec["service_account_annotations"] = {**spec["service_account_annotations"], ROLE_ARN_ANNOTATION: backup_role_arn}
     return RedisClusterArgs(**spec, namespace=config.namespace)
 
 
@@ -164,10 +170,12 @@ class HaAiStack(pulumi.ComponentResource):
         # AWS: the EBS CSI driver the Redis volumes need, and a read-only S3 role for services that load
         # models from s3:// on eks pools (IRSA). Python-only escape hatch: self.aws_resources.
         self.aws_resources: list[Any] = []
-        csi_addons, service_roles = self._aws_identities(name, config, child)
-        redis_after = [self.namespace, *([self.redis_storage_class] if self.redis_storage_class else []), *csi_addons]
+        csi_addons, service_roles, redis_role = self._aws_identities(name, config, child)
+        redis_after = [self.namespace, *([self.redis_storage_class] if self.redis_storage_class else []), *csi_addons,
+                       *([redis_role[1]] if redis_role else [])]
         self.redis: RedisCluster | None = (
-            RedisCluster("redis", redis_args(config), opts=child_options(self, opts, depends_on=redis_after))
+            RedisCluster("redis", redis_args(config, redis_role[0] if redis_role else None),
+                         opts=child_options(self, opts, depends_on=redis_after))
             if config.redis.enabled else None)
         connection = self.redis.connection if self.redis else None
         self.services: dict[str, InferenceService] = {}
@@ -216,8 +224,9 @@ class HaAiStack(pulumi.ComponentResource):
         return made
 
     def _aws_identities(self, name: str, config: StackConfig, child: pulumi.ResourceOptions
-                        ) -> tuple[list[Any], dict[str, tuple[str, Any]]]:
-        """EBS CSI add-ons (one per eks cluster, when Redis needs volumes) and per-service S3 roles."""
+                        ) -> tuple[list[Any], dict[str, tuple[str, Any]], tuple[str, Any] | None]:
+        """EBS CSI add-ons (one per eks cluster, when Redis needs volumes), per-service S3 roles, and the Redis
+        backup role (write under the backup prefix, read restore_from) on the first eks cluster."""
         eks_pools = [pool for pool in config.gpu_pools if pool.backend == "eks" and pool.eks is not None]
         wanted = [(entry, locations, pool) for entry in config.inference
                   if (locations := s3_locations(*entry.container_texts()))
@@ -225,8 +234,12 @@ class HaAiStack(pulumi.ComponentResource):
                   and (pool := config.pool_for(entry)) is not None and pool.backend == "eks"]
         clusters = sorted({pool.eks.cluster_name for pool in eks_pools
                            if pool.eks and pool.eks.ebs_csi_driver == "install"}) if config.redis.enabled else []
-        if not wanted and not clusters:
-            return [], {}
+        redis = config.redis
+        backup_cluster = (sorted(pool.eks.cluster_name for pool in eks_pools if pool.eks)[:1]
+                          if redis.enabled and (redis.backup or redis.restore_from)
+                          and ROLE_ARN_ANNOTATION not in redis.service_account_annotations else [])
+        if not wanted and not clusters and not backup_cluster:
+            return [], {}, None
         aws = aws_provider(f"HaAiStack {name!r}")
         identities: dict[str, ClusterIdentity] = {}
 
@@ -255,7 +268,17 @@ class HaAiStack(pulumi.ComponentResource):
                              policy=read_only_s3_policy(locations))
             self.aws_resources.append(role)
             roles[entry.name] = (ident.role_arn(role_id), role)
-        return addons, roles
+        redis_role = None
+        for cluster in backup_cluster:
+            backup = S3Location(redis.backup.bucket, f"{redis.backup.prefix}/redis") if redis.backup else None
+            restore = s3_locations(redis.restore_from)[0] if redis.restore_from else None
+            role_id = role_name(config.namespace, "redis-backup")
+            role = irsa_role(aws, f"{name}-redis-backup-role", role_id, identity(cluster), config.namespace,
+                             backup_service_account_name("redis"), child,
+                             policy=backup_s3_policy(backup or restore, restore))  # type: ignore[arg-type]
+            self.aws_resources.append(role)
+            redis_role = (identity(cluster).role_arn(role_id), role)
+        return addons, roles, redis_role
 
 
 def _snake(key: str) -> str:

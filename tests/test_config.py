@@ -100,9 +100,17 @@ def test_missing_tier_and_image_are_named() -> None:
          "haai:redis: replicas_per_shard 2 needs at least 3 zones so that no two members of a shard share a zone "
          "(got 2); add zones or list none to spread by node"),
         ({"tier": "prod", "redis": {"shards": 3, "zones": ["a", "b"]}},
-         "haai:redis: with 2 zones one zone would hold 2 of 3 masters, a majority: losing it would leave no "
-         "quorum to fail over; use more zones or more shards"),
-        ({"tier": "prod", "redis": {"enabled": True, "replicas_per_shard": 0}},
+         "haai:redis: with 2 zones one zone would hold 2 of 3 masters: losing it would leave 1, not a majority, "
+         "so no failover could win a vote; use more zones or another shard count"),
+        ({"tier": "prod", "redis": {"enabled": True}},
+         "haai:redis.backup: needed in prod (tier prod): backups to S3 are on in prod; set backup.bucket"),
+        ({"tier": "staging", "redis": {"backup": {"bucket": "Bad_Bucket"}}},
+         "haai:redis.backup.bucket: must be an S3 bucket name: 3-63 lowercase letters, digits, dots and hyphens "
+         "(got 'Bad_Bucket')"),
+        ({"tier": "staging", "redis": {"restore_from": "s3://acme/redis-backups/redis/2026-11-26"}},
+         "haai:redis.restore_from: must name one backup: s3://<bucket>/<prefix>/<cluster>/<YYYYMMDDTHHMMSSZ> "
+         "(got 's3://acme/redis-backups/redis/2026-11-26')"),
+        ({"tier": "prod", "redis": {"enabled": True, "replicas_per_shard": 0, "backup": {"bucket": "acme-b"}}},
          "haai:redis.replicas_per_shard: must be >= 1 outside dev (tier prod): a shard without a replica is lost "
          "with its node"),
         ({"tier": "prod", "redis": {"min_replicas_to_write": 2}},

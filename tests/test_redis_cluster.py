@@ -9,6 +9,7 @@ import pytest
 
 from ha_ai_stack import InferenceService, InferenceServiceArgs, RedisCluster, RedisClusterArgs
 from ha_ai_stack_tools.capture import SECRET_MASK, Capture
+from ha_ai_stack.errors import ArgsError
 from ha_ai_stack.redis_cluster import plan_members
 
 from .conftest import objects_of, only, record_custom_timeouts, run_components
@@ -20,7 +21,7 @@ def build(preview: bool, **fields: Any) -> Capture:
     return run_components(lambda: RedisCluster("redis", RedisClusterArgs(namespace="data", **fields)), preview=preview)
 
 
-@pytest.mark.parametrize(("shards", "replicas", "zones"), [(3, 1, 3), (3, 2, 3), (6, 1, 3), (4, 1, 2), (5, 2, 4)])
+@pytest.mark.parametrize(("shards", "replicas", "zones"), [(3, 1, 3), (3, 2, 3), (6, 1, 3), (5, 1, 3), (5, 2, 4), (4, 1, 4)])
 def test_plan_keeps_shard_members_apart_and_masters_in_minority(shards: int, replicas: int, zones: int) -> None:
     spec = RedisClusterArgs(shards=shards, replicas_per_shard=replicas, zones=[f"z{i}" for i in range(zones)])
     members = plan_members("redis", spec)
@@ -29,8 +30,15 @@ def test_plan_keeps_shard_members_apart_and_masters_in_minority(shards: int, rep
         shard_zones = [m.zone for m in members if m.shard == shard]
         assert len(set(shard_zones)) == len(shard_zones), f"shard {shard} shares a zone"
     masters = Counter(m.zone for m in members if m.role == "master")
-    assert max(masters.values()) * 2 <= shards
+    assert max(masters.values()) * 2 < shards  # a zone loss leaves a majority of masters to vote
     assert len({m.pod for m in members}) == len(members)
+
+
+@pytest.mark.parametrize(("shards", "zones", "left"), [(4, 2, 2), (4, 3, 2), (6, 2, 3)])
+def test_zone_counts_whose_loss_leaves_no_voting_majority_are_refused(shards: int, zones: int, left: int) -> None:
+    with pytest.raises(ArgsError) as error:
+        RedisClusterArgs(shards=shards, replicas_per_shard=1, zones=[f"z{i}" for i in range(zones)])
+    assert f"losing it would leave {left}, not a majority" in str(error.value)
 
 
 def test_objects_and_their_ha_settings(preview: bool) -> None:

@@ -12,7 +12,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from ..connection import RedisConnection
 from ..errors import ArgsModel
-from ..images import require_pinned_image
+from ..images import PYTHON_BOTO3_IMAGE, require_pinned_image
 from ..probes import PRESETS, ServerKind
 from ..quantity import parse_quantity, positive_quantity
 from ..scheduling import GPU_RESOURCE, GpuSchedulingContract, Placement, gpu_fit_problem
@@ -144,8 +144,7 @@ class SecretKeyRef(_Strict):
 
 
 S3_URI = re.compile(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?")
-# boto3 ships in AWS's Lambda Python base image; the init container overrides its entrypoint.
-DEFAULT_FETCH_IMAGE = "public.ecr.aws/lambda/python:3.12.2025.01.14.14"
+DEFAULT_FETCH_IMAGE = PYTHON_BOTO3_IMAGE
 
 
 class ModelSpec(_Strict):

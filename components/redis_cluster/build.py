@@ -18,10 +18,14 @@ from string import Template
 from typing import Any, Literal
 
 from ..labels import selector_labels, standard_labels
+from ..quantity import parse_quantity
 from ..scheduling import HOSTNAME, ZONE, Placement, separate
+from ..images import PYTHON_BOTO3_IMAGE
 from ..security import restricted_container_security_context, restricted_pod_security_context
 from .spec import (
     AWAIT_SLACK_SECONDS,
+    BACKUP_DIR,
+    BACKUP_TIMEOUT_SECONDS,
     BALANCE_TIMEOUT_SECONDS,
     BOOTSTRAP_TIMEOUT_SECONDS,
     BUS_PORT,
@@ -30,6 +34,7 @@ from .spec import (
     CONFIG_DIR,
     DATA_DIR,
     REDIS_UID,
+    RESTORE_TIMEOUT_SECONDS,
     RUN_DIR,
     SCRIPTS,
     RedisClusterArgs,
@@ -150,6 +155,16 @@ def statefulset_spec(
                          {"name": "tmp", "mountPath": "/tmp"}],
     }
     containers = [redis]
+    pod_extra: dict[str, Any] = {}
+    pod_labels: dict[str, str] = {}
+    if spec.restore_from:
+        # Loads this member's shard of the backup into a fresh data volume before Redis starts (once).
+        pod_extra = {"serviceAccountName": backup_service_account_name(name), "initContainers": [_s3_container(
+            "restore", spec, "restore-member", secret_name,
+            {"RESTORE_FROM": spec.restore_from, "POD_HOSTNAME": f"$(POD_NAME).{headless}.{spec.namespace}.svc.cluster.local",
+             "REDIS_DATA_DIR": DATA_DIR},
+            [{"name": "data", "mountPath": DATA_DIR}], pod_name=True)]}
+        pod_labels = s3_labels(name)
     if spec.metrics_exporter:
         containers.append({
             "name": "metrics",
@@ -174,7 +189,7 @@ def statefulset_spec(
     claim: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": spec.storage_size}}}
     if spec.storage_class:
         claim["storageClassName"] = spec.storage_class
-    labels = standard_labels(name, name, COMPONENT, {"ha-ai-stack/redis-group": group})
+    labels = standard_labels(name, name, COMPONENT, {"ha-ai-stack/redis-group": group, **pod_labels})
     return {
         "replicas": replicas,
         "serviceName": headless,
@@ -190,6 +205,7 @@ def statefulset_spec(
                 "securityContext": restricted_pod_security_context(REDIS_UID),
                 "terminationGracePeriodSeconds": spec.grace_period_seconds(),
                 "affinity": affinity,
+                **pod_extra,
                 "containers": containers,
                 "volumes": [{"name": "config", "configMap": {"name": config_map, "defaultMode": 0o555}},
                             {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
@@ -246,66 +262,145 @@ def bootstrap_policy_spec(name: str) -> dict[str, Any]:
     }
 
 
-def _admin_job_spec(name: str, spec: RedisClusterArgs, secret_name: str, config_map: str, *, script: str,
-                    env: dict[str, str], backoff_limit: int, deadline_seconds: int) -> dict[str, Any]:
-    """A Job running one shipped script against the members (bootstrap.sh, balance.sh)."""
-    component = f"redis-{script.removesuffix('.sh')}"
-    labels = {**standard_labels(name, name, component), **admin_labels(name)}
+def _container(name: str, image: str, command: list[str], env: list[dict[str, Any]],
+               mounts: list[dict[str, Any]], resources: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
-        "backoffLimit": backoff_limit,
-        "activeDeadlineSeconds": deadline_seconds,
-        "template": {
-            "metadata": {"labels": labels},
-            "spec": {
-                "restartPolicy": "OnFailure",
-                "automountServiceAccountToken": False,
-                "enableServiceLinks": False,
-                "securityContext": restricted_pod_security_context(REDIS_UID),
-                "containers": [{
-                    "name": script.removesuffix(".sh"),
-                    "image": spec.image,
-                    "imagePullPolicy": "IfNotPresent",
-                    "command": ["sh", f"{CONFIG_DIR}/{script}"],
-                    "env": [_password_env(secret_name),
-                            {"name": "TOPOLOGY_FILE", "value": f"{CONFIG_DIR}/topology.txt"},
-                            *({"name": k, "value": v} for k, v in env.items())],
-                    "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
-                                  "limits": {"cpu": "200m", "memory": "128Mi"}},
-                    "securityContext": restricted_container_security_context(),
-                    "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR}],
-                }],
-                "volumes": [{"name": "config", "configMap": {"name": config_map, "defaultMode": 0o555}}],
-            },
-        },
+        "name": name,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": command,
+        "env": env,
+        "resources": resources or {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "200m", "memory": "128Mi"}},
+        "securityContext": restricted_container_security_context(),
+        "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR}, *mounts],
     }
+
+
+def _script_container(name: str, spec: RedisClusterArgs, script: str, secret_name: str, env: dict[str, str],
+                      mounts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A shipped shell script in the Redis image (it has redis-cli), against the members."""
+    return _container(name, spec.image, ["sh", f"{CONFIG_DIR}/{script}"],
+                      [_password_env(secret_name), {"name": "TOPOLOGY_FILE", "value": f"{CONFIG_DIR}/topology.txt"},
+                       *({"name": k, "value": v} for k, v in env.items())], mounts or [])
+
+
+def _s3_container(name: str, spec: RedisClusterArgs, command: str, secret_name: str, env: dict[str, str],
+                  mounts: list[dict[str, Any]], *, pod_name: bool = False) -> dict[str, Any]:
+    """backup_s3.py in the Python/boto3 image; AWS credentials come from the ServiceAccount's identity."""
+    image = spec.backup.image if spec.backup else PYTHON_BOTO3_IMAGE
+    python_env = [{"name": "HOME", "value": "/tmp"}, {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+                  *([{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}] if pod_name else [])]
+    return _container(name, image, ["python3", f"{CONFIG_DIR}/backup_s3.py", command],
+                      [*python_env, _password_env(secret_name),
+                       {"name": "TOPOLOGY_FILE", "value": f"{CONFIG_DIR}/topology.txt"},
+                       *({"name": k, "value": v} for k, v in env.items())], mounts,
+                      {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}})
+
+
+def _admin_job_spec(name: str, spec: RedisClusterArgs, config_map: str, component: str, *,
+                    containers: list[dict[str, Any]], backoff_limit: int, deadline_seconds: int,
+                    init_containers: list[dict[str, Any]] | None = None, volumes: list[dict[str, Any]] | None = None,
+                    service_account: str | None = None, extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """A Job running shipped scripts against the members (bootstrap, balance, backup, restore)."""
+    labels = {**standard_labels(name, name, component), **admin_labels(name), **(extra_labels or {})}
+    pod: dict[str, Any] = {
+        "restartPolicy": "OnFailure",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": restricted_pod_security_context(REDIS_UID),
+        **({"serviceAccountName": service_account} if service_account else {}),
+        **({"initContainers": init_containers} if init_containers else {}),
+        "containers": containers,
+        "volumes": [{"name": "config", "configMap": {"name": config_map, "defaultMode": 0o555}}, *(volumes or [])],
+    }
+    return {"backoffLimit": backoff_limit, "activeDeadlineSeconds": deadline_seconds,
+            "template": {"metadata": {"labels": labels}, "spec": pod}}
 
 
 def bootstrap_job_spec(name: str, spec: RedisClusterArgs, secret_name: str, config_map: str) -> dict[str, Any]:
     """Forms the cluster once (bootstrap.sh is idempotent)."""
-    return _admin_job_spec(name, spec, secret_name, config_map, script="bootstrap.sh",
-                           env={"BOOTSTRAP_TIMEOUT": str(BOOTSTRAP_TIMEOUT_SECONDS)}, backoff_limit=20,
-                           deadline_seconds=BOOTSTRAP_TIMEOUT_SECONDS + AWAIT_SLACK_SECONDS)
-
-
-def balance_job_spec(name: str, spec: RedisClusterArgs, secret_name: str, config_map: str) -> dict[str, Any]:
-    """Moves masters back to their home zones (balance.sh), after a rollout or on a schedule."""
-    return _admin_job_spec(name, spec, secret_name, config_map, script="balance.sh",
-                           env={"BALANCE_TIMEOUT": str(BALANCE_TIMEOUT_SECONDS),
-                                "HANDOVER_TIMEOUT": str(spec.handover_timeout_seconds)},
-                           backoff_limit=3, deadline_seconds=BALANCE_TIMEOUT_SECONDS + AWAIT_SLACK_SECONDS)
+    return _admin_job_spec(name, spec, config_map, "redis-bootstrap", containers=[_script_container(
+        "bootstrap", spec, "bootstrap.sh", secret_name, {"BOOTSTRAP_TIMEOUT": str(BOOTSTRAP_TIMEOUT_SECONDS)})],
+        backoff_limit=20, deadline_seconds=BOOTSTRAP_TIMEOUT_SECONDS + AWAIT_SLACK_SECONDS)
 
 
 def balance_cron_job_spec(name: str, spec: RedisClusterArgs, secret_name: str, config_map: str) -> dict[str, Any]:
     assert spec.balance_schedule is not None
+    return cron_job_spec(spec.balance_schedule, balance_job_spec(name, spec, secret_name, config_map))
+
+
+def balance_job_spec(name: str, spec: RedisClusterArgs, secret_name: str, config_map: str) -> dict[str, Any]:
+    """Moves masters back to their home zones (balance.sh), after a rollout or on a schedule."""
+    return _admin_job_spec(name, spec, config_map, "redis-balance", containers=[_script_container(
+        "balance", spec, "balance.sh", secret_name, {"BALANCE_TIMEOUT": str(BALANCE_TIMEOUT_SECONDS),
+                                                     "HANDOVER_TIMEOUT": str(spec.handover_timeout_seconds)})],
+        backoff_limit=3, deadline_seconds=BALANCE_TIMEOUT_SECONDS + AWAIT_SLACK_SECONDS)
+
+
+def cron_job_spec(schedule: str, job: dict[str, Any]) -> dict[str, Any]:
+    """A CronJob around ``job``: UTC, never two at once, the last few runs kept for inspection."""
     return {
-        "schedule": spec.balance_schedule,
+        "schedule": schedule,
         "timeZone": "Etc/UTC",
         "concurrencyPolicy": "Forbid",
         "startingDeadlineSeconds": 300,
         "successfulJobsHistoryLimit": 1,
         "failedJobsHistoryLimit": 3,
-        "jobTemplate": {"spec": balance_job_spec(name, spec, secret_name, config_map)},
+        "jobTemplate": {"spec": job},
     }
+
+
+def backup_service_account_name(name: str) -> str:
+    return f"{name}-backup"
+
+
+def s3_labels(name: str) -> dict[str, str]:
+    """Pods that talk to S3 (backup, restore): what the S3 egress NetworkPolicy selects."""
+    return {f"ha-ai-stack/{name}-s3": "true"}
+
+
+def s3_egress_policy_spec(name: str) -> dict[str, Any]:
+    """HTTPS out (S3, and STS for the pod's identity) for the backup and restore pods; nothing comes in."""
+    return {
+        "podSelector": {"matchLabels": s3_labels(name)},
+        "policyTypes": ["Ingress", "Egress"],
+        "egress": [{"ports": [{"port": 443, "protocol": "TCP"}]}, _dns_egress()],
+    }
+
+
+def staging_size(spec: RedisClusterSpec) -> str:
+    """Room for one snapshot of every shard: shards x the member memory limit (an RDB is smaller)."""
+    return f"{-(-int(parse_quantity(spec.memory)) * spec.shards // 2**20)}Mi"
+
+
+def backup_job_spec(name: str, spec: RedisClusterArgs, secret_name: str, config_map: str) -> dict[str, Any]:
+    """backup.sh dumps every shard into a scratch volume (Redis image), then backup_s3.py uploads it."""
+    assert spec.backup is not None
+    staging = {"name": "staging", "mountPath": BACKUP_DIR}
+    claim: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": staging_size(spec)}}}
+    if spec.storage_class:
+        claim["storageClassName"] = spec.storage_class
+    return _admin_job_spec(
+        name, spec, config_map, "redis-backup",
+        init_containers=[_script_container("dump", spec, "backup.sh", secret_name, {"BACKUP_DIR": BACKUP_DIR},
+                                           [staging])],
+        containers=[_s3_container("upload", spec, "upload", secret_name, {
+            "BACKUP_DIR": BACKUP_DIR, "BACKUP_BUCKET": spec.backup.bucket, "BACKUP_PREFIX": spec.backup.prefix,
+            "CLUSTER_NAME": name, "BACKUP_RETENTION": str(spec.backup.retention)}, [staging])],
+        volumes=[{"name": "staging", "ephemeral": {"volumeClaimTemplate": {"spec": claim}}}],
+        service_account=backup_service_account_name(name), extra_labels=s3_labels(name),
+        backoff_limit=2, deadline_seconds=BACKUP_TIMEOUT_SECONDS)
+
+
+def restore_job_spec(name: str, spec: RedisClusterArgs, secret_name: str, config_map: str) -> dict[str, Any]:
+    """Verifies the backup named by restore_from (manifest, shard count, every checksum) and that the target is
+    fresh, before any member starts; the members then load their shards (backup_s3.py restore-member)."""
+    assert spec.restore_from is not None
+    return _admin_job_spec(
+        name, spec, config_map, "redis-restore",
+        containers=[_s3_container("verify", spec, "verify-restore", secret_name, {"RESTORE_FROM": spec.restore_from}, [])],
+        service_account=backup_service_account_name(name), extra_labels=s3_labels(name),
+        backoff_limit=1, deadline_seconds=RESTORE_TIMEOUT_SECONDS)
 
 
 def short_hash(value: Any) -> str:

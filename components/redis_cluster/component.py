@@ -16,6 +16,11 @@ from ..labels import selector_labels, standard_labels
 from ..options import child_options, register_public_outputs
 from .build import (
     Member,
+    backup_job_spec,
+    backup_service_account_name,
+    cron_job_spec,
+    restore_job_spec,
+    s3_egress_policy_spec,
     balance_cron_job_spec,
     balance_job_spec,
     bootstrap_job_spec,
@@ -36,6 +41,7 @@ from .spec import (
     BALANCE_TIMEOUT_SECONDS,
     BOOTSTRAP_TIMEOUT_SECONDS,
     BUS_PORT,
+    RESTORE_TIMEOUT_SECONDS,
     CLIENT_PORT,
     COMPONENT,
     RedisClusterArgs,
@@ -68,6 +74,10 @@ class RedisCluster(pulumi.ComponentResource):
     """Runs balance.sh after every rollout (named by the hash of the pod templates): masters back to one per zone."""
     balance_cron_job: k8s.batch.v1.CronJob | None
     """Runs balance.sh on ``balance_schedule``, to undo unplanned failovers; none when the schedule is null."""
+    backup_cron_job: k8s.batch.v1.CronJob | None
+    """Backs every shard up to S3 on ``backup.schedule``; none without ``backup``."""
+    restore_job: k8s.batch.v1.Job | None
+    """Verifies the ``restore_from`` backup before any member starts; none without ``restore_from``."""
     connection: RedisConnection
     """The connection contract: pass it as ``InferenceServiceArgs.redis``."""
 
@@ -109,6 +119,29 @@ class RedisCluster(pulumi.ComponentResource):
             f"{name}-client", metadata=metadata(name),
             spec={"type": "ClusterIP", "selector": selector, "ports": ports}, opts=child)
 
+        s3_users = bool(args.backup or args.restore_from)
+        # Python-only (not a schema output): the identity of the backup, restore and restoring member pods.
+        self.service_account: k8s.core.v1.ServiceAccount | None = (
+            k8s.core.v1.ServiceAccount(
+                f"{name}-backup-sa", metadata={**metadata(backup_service_account_name(name)),
+                                               "annotations": args.service_account_annotations},
+                automount_service_account_token=False, opts=child)
+            if s3_users else None)
+        s3_egress = ([k8s.networking.v1.NetworkPolicy(f"{name}-s3-netpol", metadata=metadata(f"{name}-s3"),
+                                                      spec=s3_egress_policy_spec(name), opts=child)]
+                     if s3_users else [])
+        # A restore is verified (manifest, shard count, every checksum, a fresh target) before any member starts.
+        restore_await = f"{RESTORE_TIMEOUT_SECONDS}s"
+        self.restore_job = (
+            k8s.batch.v1.Job(
+                f"{name}-restore", metadata=metadata(f"{name}-restore-{short_hash(args.restore_from)}"),
+                spec=restore_job_spec(name, args, secret_name, config_map),
+                opts=child_options(self, opts, depends_on=[self.config_map, self.secret, self.service_account,
+                                                           *s3_egress],
+                                   delete_before_replace=True,
+                                   custom_timeouts=pulumi.CustomTimeouts(create=restore_await, update=restore_await)))
+            if args.restore_from else None)
+
         groups: dict[str, list[Member]] = {}
         for member in self.members:
             groups.setdefault(member.group, []).append(member)
@@ -120,7 +153,7 @@ class RedisCluster(pulumi.ComponentResource):
                                          config_map)
                  for group, group_members in groups.items()}
         self.stateful_sets = []
-        previous: list[Any] = [self.config_map, self.secret]
+        previous: list[Any] = [self.config_map, self.secret, *([self.restore_job] if self.restore_job else [])]
         for group, group_members in groups.items():
             await_for = f"{args.statefulset_await_seconds(len(group_members))}s"
             sts = k8s.apps.v1.StatefulSet(
@@ -139,6 +172,7 @@ class RedisCluster(pulumi.ComponentResource):
                                             spec=network_policy_spec(name), opts=child),
             k8s.networking.v1.NetworkPolicy(f"{name}-bootstrap-netpol", metadata=metadata(f"{name}-bootstrap"),
                                             spec=bootstrap_policy_spec(name), opts=child),
+            *s3_egress,
         ]
         bootstrap_await = f"{BOOTSTRAP_TIMEOUT_SECONDS + AWAIT_SLACK_SECONDS}s"
         self.bootstrap_job = k8s.batch.v1.Job(
@@ -164,6 +198,12 @@ class RedisCluster(pulumi.ComponentResource):
                 spec=balance_cron_job_spec(name, args, secret_name, config_map),
                 opts=child_options(self, opts, depends_on=[self.bootstrap_job]))
             if args.balance_schedule else None)
+        self.backup_cron_job = (
+            k8s.batch.v1.CronJob(
+                f"{name}-backup-schedule", metadata=metadata(f"{name}-backup"),
+                spec=cron_job_spec(args.backup.schedule, backup_job_spec(name, args, secret_name, config_map)),
+                opts=child_options(self, opts, depends_on=[self.bootstrap_job]))
+            if args.backup else None)
         self.connection = RedisConnection(
             seed_hosts=[member_host(name, namespace, m) for m in self.members],
             port=CLIENT_PORT,

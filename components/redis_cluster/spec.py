@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .. import names
 from ..errors import ArgsModel
-from ..images import require_pinned_image
+from ..images import PYTHON_BOTO3_IMAGE, require_pinned_image
 from ..quantity import parse_quantity, positive_quantity
 
 COMPONENT = "redis"
 REDIS_UID = 999  # the official redis image's "redis" user
 CLIENT_PORT = 6379
 BUS_PORT = 16379
-SCRIPTS = ("lib.sh", "start.sh", "bootstrap.sh", "balance.sh", "pre-stop.sh", "readiness.sh", "liveness.sh")
+SCRIPTS = ("lib.sh", "start.sh", "bootstrap.sh", "balance.sh", "pre-stop.sh", "readiness.sh", "liveness.sh",
+           "backup.sh", "backup_s3.py")
 # The scripts' own deadlines (seconds); each await Pulumi makes on a Job is longer than its script's.
 BOOTSTRAP_TIMEOUT_SECONDS = 900
 BALANCE_TIMEOUT_SECONDS = 600
+BACKUP_TIMEOUT_SECONDS = 3600
+RESTORE_TIMEOUT_SECONDS = 3600
 AWAIT_SLACK_SECONDS = 300
 # "<name>-bootstrap-<10 hex>" is the longest Job name: a label value, so at most 63 characters.
 MAX_NAME_LENGTH = 63 - len("-bootstrap-") - 10
@@ -27,8 +31,48 @@ MAX_ZONE_LENGTH = 40
 CONFIG_DIR = "/etc/redis"
 DATA_DIR = "/data"
 RUN_DIR = "/run/redis"
+BACKUP_DIR = "/backup"
+BACKUP_FOLDER = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/(?:[^\s/]+/)*[^\s/]+/\d{8}T\d{6}Z$")
 # Chosen from bench/redis_failover.py: see the README's Redis benchmark.
 DEFAULT_NODE_TIMEOUT_MS = 3000
+
+
+class BackupSpec(BaseModel):
+    """Scheduled backups of every shard to S3 (see backup.sh and backup_s3.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bucket: str = Field(description="S3 bucket the backups go to.")
+    prefix: str = Field(default="redis-backups", description="Key prefix; each backup lands in "
+                        "<prefix>/<cluster>/<UTC timestamp>/ as shard-<n>.rdb files and a manifest.json written last.")
+    schedule: str = Field(default="0 */6 * * *", description="Cron schedule (UTC) of the backup CronJob.")
+    retention: int = Field(default=7, ge=1, le=1000, description="Complete backups to keep (the newest); the only "
+                                                                 "complete one is never deleted.")
+    image: str = Field(default=PYTHON_BOTO3_IMAGE, description="Image with Python 3 and boto3 for the S3 side, pinned.")
+
+    _check_image = field_validator("image")(require_pinned_image)
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, bucket: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+            raise ValueError(f"must be an S3 bucket name: 3-63 lowercase letters, digits, dots and hyphens (got {bucket!r})")
+        return bucket
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, prefix: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*", prefix):
+            raise ValueError(f"must be an S3 key prefix without leading or trailing '/' or spaces (got {prefix!r})")
+        return prefix
+
+    _cron = field_validator("schedule")(lambda v: _five_field_cron(v))
+
+
+def _five_field_cron(schedule: str) -> str:
+    if len(schedule.split()) != 5:
+        raise ValueError(f"must be a 5-field cron schedule such as '*/10 * * * *' (got {schedule!r})")
+    return schedule
 
 
 class RedisClusterSpec(ArgsModel):
@@ -74,19 +118,31 @@ class RedisClusterSpec(ArgsModel):
         default="*/10 * * * *",
         description="Cron schedule (UTC) of the balance CronJob that moves masters back to one per zone after "
                     "unplanned failovers; null turns it off (a balance Job still runs after every rollout).")
+    backup: BackupSpec | None = Field(default=None, description="Scheduled S3 backups; null: none.")
+    restore_from: str | None = Field(
+        default=None, description="s3://<bucket>/<prefix>/<cluster>/<timestamp> of a complete backup to load into a "
+                                  "NEW cluster with the same shard count: a restore Job verifies it before any member "
+                                  "starts, and each home master loads its shard. Ignored by members that hold data.")
+    service_account_annotations: dict[str, str] = Field(
+        default_factory=dict, description="Annotations of the ServiceAccount the backup and restore pods use, e.g. "
+                                          "eks.amazonaws.com/role-arn; on eks pools the stack makes a role for the "
+                                          "backup prefix (and restore_from) when none is given.")
     metrics_exporter: bool = Field(default=False, description="Add a redis_exporter sidecar on port 9121.")
     exporter_image: str = Field(default="oliver006/redis_exporter:v1.62.0", description="Exporter image, pinned.")
 
     _check_images = field_validator("image", "exporter_image")(require_pinned_image)
+    _check_annotations = field_validator("service_account_annotations")(names.annotation_keys)
     _check_storage_class = field_validator("storage_class")(lambda v: v if v is None else names.dns_subdomain(v))
     _check_quantities = field_validator("storage_size", "cpu", "memory")(positive_quantity)
 
-    @field_validator("balance_schedule")
+    _cron = field_validator("balance_schedule")(lambda v: v if v is None else _five_field_cron(v))
+
+    @field_validator("restore_from")
     @classmethod
-    def _cron(cls, schedule: str | None) -> str | None:
-        if schedule is not None and len(schedule.split()) != 5:
-            raise ValueError(f"must be a 5-field cron schedule such as '*/10 * * * *' (got {schedule!r})")
-        return schedule
+    def _backup_folder(cls, uri: str | None) -> str | None:
+        if uri is not None and not BACKUP_FOLDER.match(uri):
+            raise ValueError(f"must name one backup: s3://<bucket>/<prefix>/<cluster>/<YYYYMMDDTHHMMSSZ> (got {uri!r})")
+        return uri
 
     @field_validator("zones")
     @classmethod
@@ -108,10 +164,12 @@ class RedisClusterSpec(ArgsModel):
             )
         if zones:
             most = max(sum(1 for shard in range(self.shards) if shard % zones == z) for z in range(zones))
-            if most * 2 > self.shards:
+            # A failover needs the votes of a majority of ALL masters: losing a zone must leave more than half.
+            if most * 2 >= self.shards:
                 raise ValueError(
-                    f"with {zones} zones one zone would hold {most} of {self.shards} masters, a majority: losing "
-                    f"it would leave no quorum to fail over; use more zones or more shards"
+                    f"with {zones} zones one zone would hold {most} of {self.shards} masters: losing it would leave "
+                    f"{self.shards - most}, not a majority, so no failover could win a vote; use more zones or "
+                    f"another shard count"
                 )
         if self.min_replicas_to_write > self.replicas_per_shard:
             raise ValueError(
