@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -81,9 +82,13 @@ class RedisLab:
         return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "REDIS_PASSWORD": PASSWORD,
                 "REDIS_PORT": str(PORT), "REDIS_HOSTS_FILE": str(self.hosts_file), **extra}
 
+    def data_dir(self, member: Member) -> Path:
+        """The member's "volume": it outlives the process, as a PVC outlives the pod."""
+        return self.workdir / "data" / member.host.split(".", 1)[0]
+
     def start(self, member: Member) -> None:
         pod = member.host.split(".", 1)[0]
-        data = self.workdir / "data" / pod
+        data = self.data_dir(member)
         data.mkdir(parents=True, exist_ok=True)
         log = open(self.workdir / f"{pod}.log", "ab")
         member.process = subprocess.Popen(
@@ -122,7 +127,10 @@ class RedisLab:
             self.kill(member)
 
     def run_script(self, script: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["sh", str(self.etc / script)], env=self.env(**env), capture_output=True,
+        """A shipped script, unmodified: shell scripts with sh, Python ones with this interpreter."""
+        script, *args = script.split()
+        runner = [sys.executable] if script.endswith(".py") else ["sh"]
+        return subprocess.run([*runner, str(self.etc / script), *args], env=self.env(**env), capture_output=True,
                               text=True, timeout=timeout)
 
     def bootstrap(self) -> subprocess.CompletedProcess[str]:

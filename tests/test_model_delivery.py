@@ -14,14 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-import requests
-from moto.server import ThreadedMotoServer
 
 from ha_ai_stack import InferenceService
 
 from .conftest import objects_of, run_components
+from .s3_lab import moto_s3
 
 BUCKET = "acme-models"
 PREFIX = "prod/llama"
@@ -40,19 +38,8 @@ def script(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def s3() -> Iterator[tuple[Any, dict[str, str]]]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        requests.post(f"http://{host}:{port}/moto-api/reset", timeout=10)  # moto's state is process-wide
-        env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
-               "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-        client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                              aws_access_key_id="testing", aws_secret_access_key="testing")
-        client.create_bucket(Bucket=BUCKET)
+    with moto_s3(BUCKET) as (client, env):
         yield client, env
-    finally:
-        server.stop()
 
 
 def upload(client: Any, files: dict[str, bytes], manifest_files: dict[str, bytes] | None = None) -> str:

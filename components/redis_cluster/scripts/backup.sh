@@ -45,15 +45,20 @@ echo "$view" | awk '$3 ~ /master/ && NF > 8 {
     split(ranges, first, "[-,]")
     print $1, first[1] + 0, ranges
   }' | sort -k2,2n > "$out/masters.txt"
+# In-sync replicas, as each replica itself reports them (gossip may lag): "master-id ip:port" lines.
+: > "$out/replicas.txt"
+for host in $(hosts); do
+  ip=$(resolve "$host")
+  [ -n "$ip" ] || continue
+  follows=$(rcli "$ip" CLUSTER NODES 2>/dev/null | tr -d '\r' | awk '$3 ~ /myself/ && $3 ~ /slave/ { print $4 }')
+  if [ -n "$follows" ] && [ "$(info_field "$ip" replication master_link_status)" = up ]; then
+    echo "$follows $ip:$REDIS_PORT" >> "$out/replicas.txt"
+  fi
+done
 shard=0
 while read -r id first ranges; do
-  # field 2 is ip:port@bus[,hostname]; prefer a replica whose link to this master is up.
-  source=""
-  for address in $(echo "$view" | awk -v m="$id" '$4 == m && $3 !~ /fail/ { split($2, a, "[@,]"); print a[1] }'); do
-    if [ "$(REDIS_PORT=${address##*:} info_field "${address%:*}" replication master_link_status)" = up ]; then
-      source=$address; break
-    fi
-  done
+  # From an in-sync replica of this master where one exists, else from the master (field 2 is ip:port@bus[,host]).
+  source=$(awk -v m="$id" '$1 == m { print $2; exit }' "$out/replicas.txt")
   [ -n "$source" ] || source=$(echo "$view" | awk -v m="$id" '$1 == m { split($2, a, "[@,]"); print a[1] }')
   file="$out/shard-$shard.rdb"
   if ! REDIS_PORT=${source##*:} rcli "${source%:*}" --rdb "$file" > /dev/null 2>"$out/dump.err"; then
@@ -65,7 +70,7 @@ while read -r id first ranges; do
   log "shard $shard: $bytes bytes from $source (master $id, slots $ranges)"
   shard=$((shard + 1))
 done < "$out/masters.txt"
-rm -f "$out/masters.txt" "$out/dump.err"
+rm -f "$out/masters.txt" "$out/replicas.txt" "$out/dump.err"
 version=$(info_field "$(resolve "$(hosts | head -1)")" server redis_version)
 topology_hash=$(sha256sum "$topology" | cut -c1-10)
 printf 'timestamp=%s\nredis_version=%s\ntopology_hash=%s\nshards=%s\n' "$stamp" "$version" "$topology_hash" "$shard" \

@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 import sys
 import time
@@ -337,10 +338,14 @@ def restore_member() -> None:
     folder = os.path.join(data, "appendonlydir")
     staging = os.path.join(data, "restore.partial")
     os.makedirs(staging, exist_ok=True)
-    with open(os.path.join(staging, AOF_BASE), "wb") as handle:
-        fetch_verified(s3, bucket, f"{where}/{entry['file']}", entry, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(os.path.join(staging, AOF_BASE), "wb") as handle:
+            fetch_verified(s3, bucket, f"{where}/{entry['file']}", entry, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        shutil.rmtree(staging)  # nothing half-written is left for Redis (or a retry) to trip over
+        raise
     # Redis 7's multi-part AOF: a manifest naming one base file (an RDB, since aof-use-rdb-preamble) and no
     # increments; the member loads it at start-up and appends to a new increment from there.
     with open(os.path.join(staging, AOF_MANIFEST), "w") as handle:
