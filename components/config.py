@@ -222,6 +222,13 @@ class StackConfig(_Section):
                                      f"(for a DCGM_ metric), or declare a {kind} prerequisite naming what serves it"))
             if entry.use_redis and not self.redis.enabled:
                 problems.append((("inference", index, "use_redis"), "needs redis.enabled: true"))
+        redis = self.redis
+        if redis.enabled and (redis.backup or redis.restore_from) and \
+                ROLE_ARN_ANNOTATION not in redis.service_account_annotations and \
+                not any(pool.backend == "eks" for pool in self.gpu_pools):
+            problems.append((("redis", "service_account_annotations"),
+                             f"the Redis backups use S3 and no eks pool is there to make their role: give the IAM "
+                             f"role the backup and restore pods assume as `{ROLE_ARN_ANNOTATION}`"))
         if self.redis.enabled and self.tier == "prod" and self.redis.backup is None:
             problems.append((("redis", "backup"), "needed in prod (tier prod): backups to S3 are on in prod; set "
                                                   "backup.bucket"))

@@ -418,9 +418,12 @@ def slot_owner(lab: RedisLab, slot: int) -> Member:
     raise AssertionError(f"no master serves slot {slot}")
 
 
-def fill(lab: RedisLab, mib: int, shards: int, value_kib: int = 4) -> int:
-    """Load about ``mib`` MiB, spread evenly over the shards (straight to each master); returns the key count."""
+def fill(lab: RedisLab, mib: int, shards: int, value_kib: int = 4, incompressible: bool = False) -> int:
+    """Load about ``mib`` MiB, spread evenly over the shards (straight to each master); returns the key count.
+
+    ``incompressible`` values are random, so an RDB is as big as the data (the default ones compress ~100x)."""
     value = "v" * (value_kib * 1024)
+    noise = os.urandom(value_kib * 1024 + 4096) if incompressible else b""
     per_shard = mib * 1024 // value_kib // shards
     for shard in range(shards):
         tag = tag_in_shard(shard, shards)
@@ -429,7 +432,7 @@ def fill(lab: RedisLab, mib: int, shards: int, value_kib: int = 4) -> int:
         for start in range(0, per_shard, 1000):
             pipe = node.pipeline(transaction=False)
             for index in range(start, min(start + 1000, per_shard)):
-                pipe.set(f"{{{tag}}}fill:{index}", value)
+                pipe.set(f"{{{tag}}}fill:{index}", noise[index % 4096:][:value_kib * 1024] if noise else value)
             pipe.execute()
         node.close()
     return per_shard * shards

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,6 +15,7 @@ from moto.server import ThreadedMotoServer
 @contextmanager
 def moto_s3(*buckets: str) -> Iterator[tuple[Any, dict[str, str]]]:
     """A fresh S3 with ``buckets``; yields a client and the env a script needs to reach it. Stopped afterwards."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request drowns the drills' own output
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
     server.start()
     try:

@@ -9,6 +9,8 @@ prints its counts.
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 import json
 import time
 from collections.abc import Iterator
@@ -16,103 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
+import yaml
 
-from ha_ai_stack import RedisCluster, RedisClusterArgs
-
-from .conftest import run_components
+from .backup_lab import BUCKET, PREFIX, backup, contents, load_variety, rendered_files, restore, restore_uri
 from .redis_lab import (
-    PASSWORD,
-    PORT,
     RedisLab,
     Writer,
-    config_map_files,
     fill,
     lost_keys,
     running_lab,
     tag_in_shard,
 )
 from .s3_lab import moto_s3
-
-BUCKET = "acme-redis-backups"
-PREFIX = "prod"
-ZONES = ["us-east-1a", "us-east-1b", "us-east-1c"]
-
-
-def rendered_files(**fields: Any) -> dict[str, str]:
-    """The Redis ConfigMap's files of a 3-zone cluster with backups on."""
-    args = RedisClusterArgs(zones=fields.pop("zones", ZONES), backup={"bucket": BUCKET, "prefix": PREFIX}, **fields)
-    return config_map_files(run_components(lambda: RedisCluster("redis", args)))
-
-
-def backup(lab: RedisLab, s3_env: dict[str, str], staging: Path, retention: int = 7) -> str:
-    """One backup as the CronJob runs it: backup.sh (dump), then backup_s3.py upload. Returns the timestamp."""
-    dumped = lab.run_script("backup.sh", TOPOLOGY_FILE=str(lab.etc / "topology.txt"), BACKUP_DIR=str(staging))
-    assert dumped.returncode == 0, dumped.stderr
-    uploaded = lab.run_script("backup_s3.py upload", BACKUP_DIR=str(staging), BACKUP_BUCKET=BUCKET,
-                              BACKUP_PREFIX=PREFIX, CLUSTER_NAME="redis", BACKUP_RETENTION=str(retention), **s3_env)
-    assert uploaded.returncode == 0, uploaded.stderr
-    return dict(line.split("=", 1) for line in (staging / "backup.env").read_text().split())["timestamp"]
-
-
-def restore_uri(stamp: str) -> str:
-    return f"s3://{BUCKET}/{PREFIX}/redis/{stamp}"
-
-
-READERS = {b"string": lambda pipe, key: pipe.get(key), b"hash": lambda pipe, key: pipe.hgetall(key),
-           b"list": lambda pipe, key: pipe.lrange(key, 0, -1), b"set": lambda pipe, key: pipe.smembers(key),
-           b"zset": lambda pipe, key: pipe.zrange(key, 0, -1, withscores=True)}
-
-
-def contents(lab: RedisLab) -> dict[str, tuple[bytes, Any, bool]]:
-    """Every key of the cluster: its type, its value and whether it has a TTL, read from each master."""
-    found: dict[str, tuple[bytes, Any, bool]] = {}
-    for member in lab.alive():
-        node = redis.Redis(host=member.ip, port=PORT, password=PASSWORD, socket_timeout=30)
-        if node.execute_command("ROLE")[0] != b"master":
-            continue
-        keys = list(node.scan_iter(count=1000))
-        pipe = node.pipeline(transaction=False)
-        for key in keys:
-            pipe.type(key)
-        types = pipe.execute()
-        for key, kind in zip(keys, types):
-            READERS[kind](pipe, key)
-            pipe.ttl(key)
-        replies = pipe.execute()
-        for index, (key, kind) in enumerate(zip(keys, types)):
-            found[key.decode()] = (kind, replies[2 * index], replies[2 * index + 1] > 0)
-        node.close()
-    return found
-
-
-def load_variety(lab: RedisLab) -> None:
-    """Keys of every common type, some with a TTL, besides the bulk strings of fill()."""
-    client = lab.client()
-    for index in range(200):
-        client.hset(f"h:{index}", mapping={"a": index, "b": "x" * index})
-        client.rpush(f"l:{index}", *range(index + 1))
-        client.sadd(f"s:{index}", *range(index + 1))
-        client.zadd(f"z:{index}", {f"m{n}": n for n in range(index + 1)})
-        client.set(f"ttl:{index}", index, ex=3600)
-    client.close()
-
-
-def restore(target: RedisLab, s3_env: dict[str, str], stamp: str) -> None:
-    """As Kubernetes carries out the rendered restore: the Job, then each member's init container, start.sh,
-    and the bootstrap Job."""
-    verified = target.run_script("backup_s3.py verify-restore", RESTORE_FROM=restore_uri(stamp),
-                                 TOPOLOGY_FILE=str(target.etc / "topology.txt"), **s3_env)
-    assert verified.returncode == 0, verified.stderr
-    for member in target.members:
-        target.data_dir(member).mkdir(parents=True, exist_ok=True)
-        loaded = target.run_script("backup_s3.py restore-member", RESTORE_FROM=restore_uri(stamp),
-                                   POD_HOSTNAME=member.host, REDIS_DATA_DIR=str(target.data_dir(member)),
-                                   TOPOLOGY_FILE=str(target.etc / "topology.txt"), **s3_env)
-        assert loaded.returncode == 0, loaded.stderr
-    target.start_all()
-    target.bootstrap()
-
 
 @pytest.fixture
 def s3() -> Iterator[tuple[Any, dict[str, str]]]:
@@ -326,3 +243,21 @@ def test_scale_out_from_3_to_4_shards_under_writes_loses_nothing(tmp_path: Path)
         assert "the cluster serves slots from 4 masters but the topology has 3: refusing to shrink" in shrink.stderr
     finally:
         lab.close()
+
+
+def test_haai_restore_prints_the_steps_and_the_verifying_job_for_a_chosen_backup(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "ha_ai_stack_tools.cli", "restore", "--stack", "prod",
+               "--backup", "20261126T010344Z", "--out", str(tmp_path / "out")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1])
+    assert done.returncode == 0, done.stderr
+    uri = "s3://acme-redis-backups/prod/redis/20261126T010344Z"
+    assert f"pulumi config set --stack prod --path 'haai:redis.restore_from' {uri}" in done.stdout
+    job = yaml.safe_load(done.stdout.split("\n---\n", 1)[1])
+    assert job["kind"] == "Job" and job["metadata"]["name"].startswith("redis-restore-")
+    assert {"name": "RESTORE_FROM", "value": uri} in job["spec"]["template"]["spec"]["containers"][0]["env"]
+    rendered = yaml.safe_load((tmp_path / "out" / "ai-serving.statefulset.redis-us-east-1a.yaml").read_text())
+    assert rendered["spec"]["template"]["spec"]["initContainers"][0]["name"] == "restore"
+    unknown = subprocess.run([*command[:-4], "--backup", "20261126T010344Z", "--stack", "dev"], capture_output=True,
+                             text=True, timeout=300, cwd=Path(__file__).parents[1])
+    assert unknown.returncode == 2
+    assert "stack dev has no redis.backup section: pass the whole s3:// URI" in unknown.stderr

@@ -210,3 +210,68 @@ def test_connection_contract_reaches_inference_pods(preview: bool) -> None:
     assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "redis-auth", "key": "password"}
     assert env["REDIS_CLUSTER_NODES"]["value"].startswith("redis-us-east-1a-0.redis-headless.data.svc.cluster.local:6379,")
     assert pod["metadata"]["labels"]["ha-ai-stack/redis-client"] == "true"
+
+
+BACKUP = {"bucket": "acme-redis-backups", "prefix": "prod", "schedule": "15 */6 * * *", "retention": 14}
+RESTORE_FROM = "s3://acme-redis-backups/prod/redis/20261126T010344Z"
+
+
+def test_backups_are_a_cron_job_of_two_containers_on_a_scratch_volume_with_the_pods_identity(preview: bool) -> None:
+    capture = build(preview, zones=ZONES, memory="8Gi", storage_class="gp3", backup=BACKUP,
+                    service_account_annotations={"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/b"})
+    cron = next(c for c in objects_of(capture, "CronJob") if c["metadata"]["name"] == "redis-backup")
+    assert cron["spec"]["schedule"] == "15 */6 * * *" and cron["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    [dump] = pod["initContainers"]
+    [upload] = pod["containers"]
+    assert dump["command"] == ["sh", "/etc/redis/backup.sh"] and dump["image"] == "redis:7.2.5"
+    assert upload["command"] == ["python3", "/etc/redis/backup_s3.py", "upload"]
+    assert upload["image"] == "public.ecr.aws/lambda/python:3.12.2025.01.14.14"
+    env = {e["name"]: e.get("value") for e in upload["env"]}
+    assert env["BACKUP_BUCKET"] == "acme-redis-backups" and env["BACKUP_PREFIX"] == "prod"
+    assert env["BACKUP_RETENTION"] == "14" and env["CLUSTER_NAME"] == "redis"
+    password = next(e for e in upload["env"] if e["name"] == "REDIS_PASSWORD")
+    assert password["valueFrom"]["secretKeyRef"] == {"name": "redis-auth", "key": "password"}
+    # 3 shards x 8Gi member memory: room for every shard's RDB, on the members' class.
+    [staging] = [v for v in pod["volumes"] if v["name"] == "staging"]
+    claim = staging["ephemeral"]["volumeClaimTemplate"]["spec"]
+    assert claim["resources"]["requests"]["storage"] == "24576Mi" and claim["storageClassName"] == "gp3"
+    assert pod["serviceAccountName"] == "redis-backup" and pod["automountServiceAccountToken"] is False
+    [account] = objects_of(capture, "ServiceAccount")
+    assert account["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/b"}
+    # HTTPS out for the S3 pods only; the members get no S3 egress without a restore.
+    s3_policy = next(p for p in objects_of(capture, "NetworkPolicy") if p["metadata"]["name"] == "redis-s3")
+    assert s3_policy["spec"]["podSelector"]["matchLabels"] == {"ha-ai-stack/redis-s3": "true"}
+    assert s3_policy["spec"]["egress"][0] == {"ports": [{"port": 443, "protocol": "TCP"}]}
+    assert cron["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]["ha-ai-stack/redis-s3"] == "true"
+    for sts in objects_of(capture, "StatefulSet"):
+        assert "ha-ai-stack/redis-s3" not in sts["spec"]["template"]["metadata"]["labels"]
+        assert "initContainers" not in sts["spec"]["template"]["spec"]
+
+
+def test_no_backup_objects_without_backup_or_restore(preview: bool) -> None:
+    capture = build(preview, zones=ZONES)
+    assert [c["metadata"]["name"] for c in objects_of(capture, "CronJob")] == ["redis-balance"]
+    assert objects_of(capture, "ServiceAccount") == []
+    assert "redis-s3" not in [p["metadata"]["name"] for p in objects_of(capture, "NetworkPolicy")]
+
+
+def test_a_restore_is_verified_by_a_job_before_any_member_starts_and_loaded_by_each_members_init(
+        preview: bool) -> None:
+    capture = build(preview, zones=ZONES, restore_from=RESTORE_FROM)
+    restore = jobs(capture)["redis-restore"]
+    statefulsets = capture.of_type("kubernetes:apps/v1:StatefulSet")
+    assert restore.urn in statefulsets[0].dependencies  # the first zone waits for it; the others for that zone
+    container = restore.inputs["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["python3", "/etc/redis/backup_s3.py", "verify-restore"]
+    assert {"name": "RESTORE_FROM", "value": RESTORE_FROM} in container["env"]
+    for sts in objects_of(capture, "StatefulSet"):
+        pod = sts["spec"]["template"]["spec"]
+        [init] = pod["initContainers"]
+        assert init["command"] == ["python3", "/etc/redis/backup_s3.py", "restore-member"]
+        assert {"name": "data", "mountPath": "/data"} in init["volumeMounts"]
+        assert {"name": "RESTORE_FROM", "value": RESTORE_FROM} in init["env"]
+        assert pod["serviceAccountName"] == "redis-backup"
+        assert sts["spec"]["template"]["metadata"]["labels"]["ha-ai-stack/redis-s3"] == "true"
+    other = jobs(build(preview, zones=ZONES, restore_from=RESTORE_FROM.replace("010344Z", "010345Z")))
+    assert other["redis-restore"].inputs["metadata"]["name"] != restore.inputs["metadata"]["name"]

@@ -249,3 +249,28 @@ def test_shared_cluster_objects_are_applied_server_side() -> None:
     config = prod_config()
     config["gpu_pools"][0]["eks"]["ebs_csi_driver"] = "present"
     assert not [r for r in run_stack_config(config, stack="prod").resources if r.type_token == "aws:eks/addon:Addon"]
+
+
+def test_redis_backups_get_a_role_for_their_prefix_only_on_eks_and_demand_one_elsewhere() -> None:
+    capture = stack_capture("prod")
+    [role] = [r for r in capture.resources if r.name == "prod-redis-backup-role"]
+    [policy] = [r for r in capture.resources if r.name == "prod-redis-backup-role-policy"]
+    assert json.loads(policy.inputs["policy"])["Statement"] == [
+        {"Action": ["s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:AbortMultipartUpload"], "Effect": "Allow",
+         "Resource": ["arn:aws:s3:::acme-redis-backups/prod/redis/*"]},
+        {"Action": ["s3:ListBucket"], "Condition": {"StringLike": {"s3:prefix": ["prod/redis/*"]}},
+         "Effect": "Allow", "Resource": "arn:aws:s3:::acme-redis-backups"}]
+    trust = json.loads(role.inputs["assumeRolePolicy"])["Statement"][0]
+    assert list(trust["Condition"]["StringEquals"].values()) == ["sts.amazonaws.com",
+                                                                 "system:serviceaccount:ai-serving:redis-backup"]
+    [sa] = [r.inputs for r in capture.resources if r.name == "redis-backup-sa"]
+    assert sa["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/"
+                                                                           "haai-ai-serving-redis-backup"}
+    config = prod_config()
+    config["gpu_pools"] = [{"name": "gpu-a10g", "gpus_per_node": 4}]
+    config["inference"] = [entry for entry in config["inference"] if entry["name"] == "ai-inference-service"]
+    with pytest.raises(ConfigError, match=r"haai:redis.service_account_annotations: the Redis backups use S3 and no "
+                                          r"eks pool is there to make their role"):
+        run_stack_config(config, stack="prod")
+    config["redis"]["service_account_annotations"] = {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/backup"}
+    run_stack_config(config, stack="prod")

@@ -276,8 +276,12 @@ def default_project_root() -> Path:
     raise StackNotFoundError(f"no Pulumi.yaml in {here} or any parent: run haai inside the project")
 
 
-def capture_stack(stack: str, *, project_root: Path | None = None, preview: bool = False) -> Capture:
-    """Capture a stack of a project exactly as ``pulumi up`` (or ``preview``) would run it."""
+def capture_stack(stack: str, *, project_root: Path | None = None, preview: bool = False,
+                  redis_overrides: Mapping[str, Any] | None = None) -> Capture:
+    """Capture a stack of a project exactly as ``pulumi up`` (or ``preview``) would run it; ``redis_overrides``
+    are merged into its ``haai:redis`` section (``haai restore`` sets restore_from that way)."""
     project = Project.load(project_root or default_project_root())
     config = project.stack_config(stack)
+    if redis_overrides:
+        config["haai:redis"] = {**config.get("haai:redis", {}), **redis_overrides}
     return capture_program(project.run_program, project=project.name, stack=stack, config=config, preview=preview)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import pulumi
 import typer
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -46,12 +47,13 @@ def _usage_errors(*errors: type[Exception]) -> Iterator[None]:
         raise typer.Exit(EXIT_USAGE) from None
 
 
-def _capture_or_exit(stack: str, project_dir: Optional[Path], preview: bool = False) -> tuple[Path, Capture]:
+def _capture_or_exit(stack: str, project_dir: Optional[Path], preview: bool = False,
+                     redis_overrides: dict[str, Any] | None = None) -> tuple[Path, Capture]:
     """Capture a stack, or print the stack/config error and exit 2."""
     # ConfigError and the capture's DuplicateResourceError are pulumi.RunErrors: messages for the user.
     with _usage_errors(StackNotFoundError, pulumi.RunError):
         root = project_dir or default_project_root()
-        return root, capture_stack(stack, project_root=root, preview=preview)
+        return root, capture_stack(stack, project_root=root, preview=preview, redis_overrides=redis_overrides)
 
 
 @app.command()
@@ -161,6 +163,57 @@ def preflight(
                  [(c.subject, c.check, c.status, c.detail) for c in checks])
     if any(c.status == "fail" for c in checks):
         raise typer.Exit(EXIT_VIOLATIONS)
+
+
+@app.command()
+def restore(
+    stack: StackOption,
+    backup: Annotated[str, typer.Option(help="The backup's UTC timestamp (YYYYMMDDTHHMMSSZ) under the stack's "
+                                             "backup prefix, or a whole s3://.../<timestamp> URI.")],
+    out: Annotated[Optional[Path], typer.Option(help="Also write the restore's manifests here.")] = None,
+    project_dir: ProjectOption = None,
+) -> None:
+    """Print the steps that restore a Redis backup into a NEW cluster of the stack, and render its restore Job."""
+    root = project_dir or default_project_root()
+    with _usage_errors(StackNotFoundError):
+        section = Project.load(root).stack_config(stack).get("haai:redis", {})
+    uri = backup
+    if not backup.startswith("s3://"):
+        if not isinstance(section.get("backup"), dict) or "bucket" not in section["backup"]:
+            typer.echo(f"error: stack {stack} has no redis.backup section: pass the whole s3:// URI", err=True)
+            raise typer.Exit(EXIT_USAGE)
+        uri = f"s3://{section['backup']['bucket']}/{section['backup'].get('prefix', 'redis-backups')}/redis/{backup}"
+    _, capture = _capture_or_exit(stack, root, redis_overrides={"restore_from": uri})
+    objects = manifests(capture)
+    [job] = [o for o in objects if o["kind"] == "Job" and o["metadata"]["name"].startswith("redis-restore-")]
+    namespace = job["metadata"]["namespace"]
+    if out is not None:
+        with _usage_errors(OutputDirError):
+            write_manifests(objects, out, prune=True)
+    typer.echo(restore_steps(stack, uri, namespace, job["metadata"]["name"]))
+    typer.echo("# The restore Job that verifies the backup before any member starts:\n---")
+    typer.echo(yaml.safe_dump(job, sort_keys=False))
+
+
+def restore_steps(stack: str, uri: str, namespace: str, job: str) -> str:
+    """The documented procedure, with this stack's names filled in."""
+    return f"""# Restore {uri} into a NEW Redis Cluster of stack {stack} (same shard count).
+# A restore never loads into a formed cluster: the restore Job refuses (exit 7) and members that hold
+# data ignore it. To replace the current data, remove the cluster first (its PVCs are kept on purpose):
+#   pulumi destroy --stack {stack} --target-dependents \\
+#     --target "$(pulumi stack --stack {stack} --show-urns | grep -o 'urn:[^ ]*RedisCluster::redis')"
+#   kubectl -n {namespace} delete pvc -l app.kubernetes.io/instance=redis
+# 1. Name the backup in the stack config, and deploy:
+#      pulumi config set --stack {stack} --path 'haai:redis.restore_from' {uri}
+#      pulumi up --stack {stack}
+#    The Job {job} checks the manifest, the shard count and every checksum, and that the cluster is new;
+#    only then do the members start. Each shard's home master loads its RDB as its AOF base, and the
+#    bootstrap Job forms the cluster around the restored slots. Replicas sync from their masters.
+# 2. Check: kubectl -n {namespace} logs job/{job}; every key count in INFO keyspace.
+# 3. Remove restore_from again (members with data ignore it, so leaving it is harmless, but a later new
+#    cluster would load this backup):
+#      pulumi config rm --stack {stack} --path 'haai:redis.restore_from' && pulumi up --stack {stack}
+"""
 
 
 @app.command()
