@@ -39,7 +39,10 @@ def _alert(name: str, expr: str, duration: str, severity: str, summary: str) -> 
             "annotations": {"summary": summary}}
 
 
-def redis_alerts(namespace: str, replicas_per_shard: int) -> list[dict[str, Any]]:
+BACKUP_MAX_AGE_HOURS = 25  # every backup schedule should run at least daily
+
+
+def redis_alerts(namespace: str, replicas_per_shard: int, backups: bool = False) -> list[dict[str, Any]]:
     ns = f'namespace="{namespace}"'
     alerts = [
         _alert("RedisClusterStateNotOk", f"max by (pod) (redis_cluster_state{{{ns}}}) == 0", "1m", "critical",
@@ -51,6 +54,16 @@ def redis_alerts(namespace: str, replicas_per_shard: int) -> list[dict[str, Any]
         _alert("RedisBalanceJobFailed", f'kube_job_status_failed{{{ns}, job_name=~"redis-balance.*"}} > 0', "5m",
                "warning", "A redis-balance Job failed: masters may stay bunched in a zone."),
     ]
+    if backups:
+        alerts += [
+            _alert("RedisBackupFailed", f'kube_job_status_failed{{{ns}, job_name=~"redis-backup-.*"}} > 0', "5m",
+                   "critical", "A Redis backup Job failed: its log says which shard or upload (backup.sh, "
+                               "backup_s3.py)."),
+            _alert("RedisBackupMissing",
+                   f'time() - kube_cronjob_status_last_successful_time{{{ns}, cronjob="redis-backup"}} > '
+                   f"{BACKUP_MAX_AGE_HOURS * 3600}", "15m", "critical",
+                   f"No Redis backup has completed for {BACKUP_MAX_AGE_HOURS} hours."),
+        ]
     if replicas_per_shard:
         alerts += [
             _alert("RedisMasterWithoutReplica",

@@ -211,7 +211,8 @@ class HaAiStack(pulumi.ComponentResource):
         if config.redis.enabled:
             if config.redis.metrics_exporter:
                 made.append(monitor("PodMonitor", "redis", redis_pod_monitor("redis")))
-            groups["redis"] = redis_alerts(config.namespace, config.redis.replicas_per_shard)
+            groups["redis"] = redis_alerts(config.namespace, config.redis.replicas_per_shard,
+                                           backups=config.redis.backup is not None)
         for entry in config.inference:
             port = service_metrics_port(entry.server, entry.http_port(), entry.metrics_port_or_preset())
             if port:

@@ -90,7 +90,29 @@ def test_lowering_shards_is_flagged(repo: Path) -> None:
     edit(repo, "prod", lambda c: c["haai:redis"].update(shards=3))
     [stack] = as_json(repo)
     assert {"resource": "Redis Cluster", "why": "shards 6 -> 3: the removed shards' slots must be migrated first, "
-                                                "or their keys are lost"} in stack["risks"]
+                                                "or their keys are lost (the bootstrap Job refuses; see the README's "
+                                                "manual procedure)"} in stack["risks"]
+
+
+def test_raising_shards_is_not_flagged_as_a_shard_risk(repo: Path) -> None:
+    edit(repo, "prod", lambda c: c["haai:redis"].update(shards=5))
+    [stack] = as_json(repo)
+    assert not [r for r in stack["risks"] if r["resource"] == "Redis Cluster"]
+
+
+def test_turning_backups_off_is_flagged_and_changing_their_schedule_is_not(repo: Path) -> None:
+    edit(repo, "prod", lambda c: c["haai:redis"]["backup"].update(schedule="0 * * * *"))
+    [stack] = as_json(repo)
+    assert not [r for r in stack["risks"] if "backups stop" in r["why"]]
+    edit(repo, "staging", lambda c: c["haai:redis"].update(
+        backup={"bucket": "acme-redis-backups"},
+        service_account_annotations={"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/backup"}))
+    git(repo, "commit", "-qam", "staging backups")
+    edit(repo, "staging", lambda c: c["haai:redis"].pop("backup"))
+    [stack] = as_json(repo, "staging")
+    assert {"resource": "CronJob ai-serving-staging/redis-backup",
+            "why": "Redis backups stop: no new backup is taken after this update (the existing ones stay in S3)"} \
+        in stack["risks"]
 
 
 def test_removing_a_pdb_is_flagged(repo: Path) -> None:

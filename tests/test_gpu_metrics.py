@@ -86,13 +86,22 @@ def test_the_alerts_that_matter() -> None:
     alerts = {(g["name"], r["alert"]) for g in rule["spec"]["groups"] for r in g["rules"]}
     assert {("redis", "RedisClusterStateNotOk"), ("redis", "RedisMasterWithoutReplica"),
             ("redis", "RedisMastersNotOnePerZone"), ("redis", "RedisReplicationLag"),
-            ("redis", "RedisBalanceJobFailed"), ("inference-triton", "InferenceNoReadyReplicas"),
+            ("redis", "RedisBalanceJobFailed"), ("redis", "RedisBackupFailed"), ("redis", "RedisBackupMissing"),
+            ("inference-triton", "InferenceNoReadyReplicas"),
             ("inference-triton", "InferenceAutoscalerAtMax"), ("inference-triton", "InferenceGpuSaturated")} <= alerts
     per_zone = next(r for g in rule["spec"]["groups"] for r in g["rules"] if r["alert"] == "RedisMastersNotOnePerZone")
     [redis_monitor] = [m for m in by_kind(manifests(stack_capture("prod")), "PodMonitor")
                        if m["metadata"]["name"] == "redis"]
     assert redis_monitor["spec"]["podTargetLabels"] == ["ha-ai-stack/redis-group"]
     assert "count by (ha_ai_stack_redis_group)" in per_zone["expr"]  # the operator's sanitized label name
+    missing = next(r for g in rule["spec"]["groups"] for r in g["rules"] if r["alert"] == "RedisBackupMissing")
+    assert missing["expr"] == ('time() - kube_cronjob_status_last_successful_time{namespace="ai-serving", '
+                               'cronjob="redis-backup"} > 90000')
+
+
+def test_no_backup_alerts_without_backups() -> None:
+    [rule] = by_kind(manifests(stack_capture("staging")), "PrometheusRule")
+    assert not [r for g in rule["spec"]["groups"] for r in g["rules"] if r["alert"].startswith("RedisBackup")]
 
 
 def test_monitors_follow_the_servers_metrics_ports() -> None:

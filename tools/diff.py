@@ -298,6 +298,14 @@ def _topology(resources: list[dict[str, Any]]) -> tuple[int, int] | None:
     return None
 
 
+def _component(resource: dict[str, Any] | None) -> str | None:
+    """The component label of a CronJob's pods (what the job runs)."""
+    if resource is None:
+        return None
+    template = resource["inputs"].get("spec", {}).get("jobTemplate", {}).get("spec", {}).get("template", {})
+    return template.get("metadata", {}).get("labels", {}).get("app.kubernetes.io/component")
+
+
 def _zones_of(resource: dict[str, Any]) -> int | None:
     inputs = resource["inputs"]
     if resource["type"] == "aws:eks/nodeGroup:NodeGroup":
@@ -326,6 +334,9 @@ def risks(base: list[dict[str, Any]], head: list[dict[str, Any]], min_replicas: 
                 c.path.startswith("spec.template") for c in diff.changes):
             found.append(Risk(diff.resource, "pod template changed: every member restarts, one at a time, zone "
                                              "after zone (expect brief handovers; watch the balance Job)"))
+        if diff.status == "removed" and kind == "CronJob" and _component(before) == "redis-backup":
+            found.append(Risk(diff.resource, "Redis backups stop: no new backup is taken after this update (the "
+                                             "existing ones stay in S3)"))
         if kind == "RandomPassword" and diff.status in ("changed", "removed"):
             found.append(Risk(diff.resource, "the Redis password is replaced: an outage unless members and clients "
                                              "restart together"))
@@ -351,7 +362,8 @@ def risks(base: list[dict[str, Any]], head: list[dict[str, Any]], min_replicas: 
     if old_topology and new_topology:
         if new_topology[0] < old_topology[0]:
             found.append(Risk("Redis Cluster", f"shards {old_topology[0]} -> {new_topology[0]}: the removed shards' "
-                                               f"slots must be migrated first, or their keys are lost"))
+                                               f"slots must be migrated first, or their keys are lost (the "
+                                               f"bootstrap Job refuses; see the README's manual procedure)"))
         if new_topology[1] < old_topology[1]:
             found.append(Risk("Redis Cluster", f"replicas per shard {old_topology[1]} -> {new_topology[1]}: "
                                                f"a node or zone loss can now lose a shard"))
