@@ -22,12 +22,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from table import header, row  # noqa: E402
-from tests.backup_lab import backup, rendered_files, restore, restore_uri  # noqa: E402
+from tests.backup_lab import BUCKET, backup, rendered_files, restore, restore_uri  # noqa: E402
 from tests.redis_lab import PASSWORD, PORT, RedisLab, Writer, fill, lost_keys, running_lab  # noqa: E402
 from tests.s3_lab import moto_s3  # noqa: E402
 
@@ -63,6 +64,16 @@ def bgsave(lab: RedisLab) -> None:
         cli(ip, "BGSAVE")
         while cli(ip, "LASTSAVE").strip() == before or "rdb_bgsave_in_progress:1" in cli(ip, "INFO", "persistence"):
             time.sleep(0.05)
+
+
+def raw_upload(client: Any, staging: Path) -> None:
+    for file in sorted(staging.glob("shard-*.rdb")):
+        client.upload_file(str(file), BUCKET, f"raw/{file.name}")
+
+
+def raw_download(client: Any, work: Path) -> None:
+    for item in client.list_objects_v2(Bucket=BUCKET, Prefix="raw/")["Contents"]:
+        client.download_file(BUCKET, item["Key"], str(work / "raw-download.rdb"))
 
 
 def raw_load(files: list[Path], workdir: Path) -> float:
@@ -103,7 +114,7 @@ def main() -> None:
     def add(name: str, value: float) -> None:
         figures.setdefault(name, []).append(value)
 
-    with tempfile.TemporaryDirectory(prefix="redis-backup-") as tmp, moto_s3("acme-redis-backups") as (_, s3_env):
+    with tempfile.TemporaryDirectory(prefix="redis-backup-") as tmp, moto_s3(BUCKET) as (client, s3_env):
         work = Path(tmp)
         files = rendered_files()
         with running_lab(files, work / "source", first_ip=SOURCE_IP) as source:
@@ -114,13 +125,18 @@ def main() -> None:
                 add("raw dump (redis-cli --rdb)", timed(lambda: raw_dump(source, work / "raw")))
                 add("BGSAVE on each replica", timed(lambda: bgsave(source)))
                 staging = work / f"staging-{run}"
+                phases: dict[str, float] = {}
                 started = time.monotonic()
-                stamps.append(backup(source, s3_env, staging))
+                stamps.append(backup(source, s3_env, staging, phases=phases))
                 add("backup (dump + sha256 + upload)", time.monotonic() - started)
+                for phase, seconds in phases.items():
+                    add(f"  backup phase: {phase}", seconds)
+                add("raw S3 upload (boto3 upload_file, per shard)", timed(lambda: raw_upload(client, staging)))
         data_mib = sum(f.stat().st_size for f in (work / "staging-0").glob("shard-*.rdb")) / MIB
         shard_files = sorted((work / "staging-0").glob("shard-*.rdb"))
         for run in range(runs):
             add("raw load (redis-server start from RDB)", raw_load(shard_files, work))
+            add("raw S3 download (boto3 download_file, per shard)", timed(lambda: raw_download(client, work)))
             target = RedisLab(rendered_files(restore_from=restore_uri(stamps[0])), work / f"target-{run}",
                               first_ip=TARGET_IP)
             try:
@@ -161,6 +177,10 @@ def main() -> None:
         finally:
             lab.close()
 
+    raw_backup = [d + u for d, u in zip(figures["raw dump (redis-cli --rdb)"],
+                                        figures["raw S3 upload (boto3 upload_file, per shard)"])]
+    raw_restore = [d + load for d, load in zip(figures["raw S3 download (boto3 download_file, per shard)"],
+                                               figures["raw load (redis-server start from RDB)"])]
     raw_dump_rate = [data_mib / s for s in figures["raw dump (redis-cli --rdb)"]]
     backup_rate = [data_mib / s for s in figures["backup (dump + sha256 + upload)"]]
     raw_load_rate = [data_mib / s for s in figures["raw load (redis-server start from RDB)"]]
@@ -171,8 +191,17 @@ def main() -> None:
         print(row(name + " (s)", values, width=52))
     print(row("raw dump rate (MiB/s)", raw_dump_rate, width=52))
     print(row("backup rate (MiB/s)", backup_rate, raw_dump_rate, width=52))
+    print(row("raw dump + raw upload rate (MiB/s)", [data_mib / s for s in raw_backup], width=52))
+    print(row("backup rate vs raw dump + raw upload (MiB/s)", backup_rate, [data_mib / s for s in raw_backup],
+              width=52))
     print(row("raw load rate (MiB/s)", raw_load_rate, width=52))
     print(row("restore rate (MiB/s)", restore_rate, raw_load_rate, width=52))
+    print(row("raw download + raw load rate (MiB/s)", [data_mib / s for s in raw_restore], width=52))
+    snapshot = [v + f + m for v, f, m in zip(figures["  restore phase: verify every checksum"],
+                                             figures["  restore phase: fetch and install"],
+                                             figures["  restore phase: members start and load"])]
+    print(row("restore to loaded masters vs raw download + load", [data_mib / s for s in snapshot],
+              [data_mib / s for s in raw_restore], width=52))
     load = figures.get("  restore phase: members start and load")
     if load:
         print(row("restore load phase rate (MiB/s)", [data_mib / s for s in load], raw_load_rate, width=52))

@@ -24,13 +24,20 @@ def rendered_files(**fields: Any) -> dict[str, str]:
     return config_map_files(run_components(lambda: RedisCluster("redis", args)))
 
 
-def backup(lab: RedisLab, s3_env: dict[str, str], staging: Path, retention: int = 7) -> str:
-    """One backup as the CronJob runs it: backup.sh (dump), then backup_s3.py upload. Returns the timestamp."""
-    dumped = lab.run_script("backup.sh", TOPOLOGY_FILE=str(lab.etc / "topology.txt"), BACKUP_DIR=str(staging))
+def backup(lab: RedisLab, s3_env: dict[str, str], staging: Path, retention: int = 7,
+           phases: dict[str, float] | None = None) -> str:
+    """One backup as the CronJob runs it: backup.sh (dump), then backup_s3.py upload. Returns the timestamp;
+    ``phases`` gets the seconds of each container."""
+    started = time.monotonic()
+    dumped = lab.run_script("backup.sh", timeout=1800, TOPOLOGY_FILE=str(lab.etc / "topology.txt"),
+                            BACKUP_DIR=str(staging))
     assert dumped.returncode == 0, dumped.stderr
-    uploaded = lab.run_script("backup_s3.py upload", BACKUP_DIR=str(staging), BACKUP_BUCKET=BUCKET,
+    dump_done = time.monotonic()
+    uploaded = lab.run_script("backup_s3.py upload", timeout=1800, BACKUP_DIR=str(staging), BACKUP_BUCKET=BUCKET,
                               BACKUP_PREFIX=PREFIX, CLUSTER_NAME="redis", BACKUP_RETENTION=str(retention), **s3_env)
     assert uploaded.returncode == 0, uploaded.stderr
+    if phases is not None:
+        phases.update({"dump (backup.sh)": dump_done - started, "upload (backup_s3.py)": time.monotonic() - dump_done})
     return dict(line.split("=", 1) for line in (staging / "backup.env").read_text().split())["timestamp"]
 
 

@@ -5,11 +5,12 @@
 # serving at full speed), else from the master, streamed with `redis-cli --rdb` (the replication
 # protocol: the source forks and sends a point-in-time snapshot; no file is left on the member).
 # Shards are numbered by their first slot. For each shard it records the master's node ID and slot
-# ranges as the cluster saw them when the dump started, the source, the byte size and the SHA-256.
+# ranges as the cluster saw them when the dump started, the source and the byte size.
 #
 # It dumps nothing, and says why, unless every slot is served and every member answers.
-# Writes BACKUP_DIR/shard-<n>.rdb, BACKUP_DIR/shards.tsv ("shard node-id source slots bytes sha256",
-# slots as "a-b,c-d"), and BACKUP_DIR/backup.env (timestamp, Redis version, topology hash) LAST.
+# Writes BACKUP_DIR/shard-<n>.rdb, BACKUP_DIR/shards.tsv ("shard node-id source slots bytes", slots as
+# "a-b,c-d"), and BACKUP_DIR/backup.env (timestamp, Redis version, topology hash) LAST. The SHA-256 is
+# taken by backup_s3.py from the very bytes it uploads.
 #
 # Env: TOPOLOGY_FILE (default /etc/redis/topology.txt), BACKUP_DIR (default /backup), REDIS_PASSWORD,
 #      REDIS_PORT (6379), REDIS_HOSTS_FILE (optional).
@@ -65,8 +66,7 @@ while read -r id first ranges; do
     log "shard $shard: dump from $source failed: $(cat "$out/dump.err")"; exit 1
   fi
   bytes=$(wc -c < "$file" | tr -d ' ')
-  sum=$(sha256sum "$file" | awk '{ print $1 }')
-  echo "$shard $id $source $ranges $bytes $sum" >> "$out/shards.tsv"
+  echo "$shard $id $source $ranges $bytes" >> "$out/shards.tsv"
   log "shard $shard: $bytes bytes from $source (master $id, slots $ranges)"
   shard=$((shard + 1))
 done < "$out/masters.txt"

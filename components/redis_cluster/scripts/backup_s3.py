@@ -34,6 +34,7 @@ import shutil
 import socket
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,7 +164,6 @@ class Shard:
     source: str
     slots: list[str]
     bytes: int
-    sha256: str
 
     @property
     def file(self) -> str:
@@ -179,14 +179,47 @@ def read_dump(folder: str) -> tuple[dict[str, str], list[Shard]]:
     shards = []
     with open(os.path.join(folder, "shards.tsv")) as handle:
         for line in handle:
-            shard, node_id, source, slots, size, digest = line.split()
-            shards.append(Shard(int(shard), node_id, source, slots.split(","), int(size), digest))
+            shard, node_id, source, slots, size = line.split()
+            shards.append(Shard(int(shard), node_id, source, slots.split(","), int(size)))
     if len(shards) != int(meta["shards"]):
         raise Refusal(EXIT_MISSING, f"backup.env lists {meta['shards']} shards but shards.tsv has {len(shards)}")
     return meta, shards
 
 
-def manifest_of(cluster: str, meta: dict[str, str], shards: list[Shard]) -> dict[str, Any]:
+class HashingReader:
+    """A file read once, in order, by the upload: its SHA-256 is of exactly the bytes S3 received."""
+
+    def __init__(self, path: str) -> None:
+        self.handle = open(path, "rb")
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def read(self, amount: int = -1) -> bytes:
+        chunk = self.handle.read(amount)
+        self.digest.update(chunk)
+        self.size += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def upload_shard(s3: Any, bucket: str, where: str, folder: str, shard: Shard) -> str:
+    """Upload one shard (multipart above PART), returning its SHA-256."""
+    reader = HashingReader(os.path.join(folder, shard.file))
+    try:
+        s3.upload_fileobj(reader, bucket, f"{where}/{shard.file}", Config=s3.transfer)
+    except Exception as error:  # boto3 wraps ClientError in S3UploadFailedError
+        raise s3_error(getattr(error, "__cause__", None) or error, f"s3://{bucket}/{where}/{shard.file}") from None
+    finally:
+        reader.close()
+    if reader.size != shard.bytes:
+        raise Refusal(EXIT_MISMATCH, f"{shard.file}: uploaded {reader.size} bytes, backup.sh dumped {shard.bytes}")
+    log(f"uploaded {shard.file}: {shard.bytes} bytes, sha256 {reader.digest.hexdigest()}")
+    return reader.digest.hexdigest()
+
+
+def manifest_of(cluster: str, meta: dict[str, str], shards: list[Shard], digests: dict[int, str]) -> dict[str, Any]:
     return {
         "format": 1,
         "cluster": cluster,
@@ -194,7 +227,7 @@ def manifest_of(cluster: str, meta: dict[str, str], shards: list[Shard]) -> dict
         "redis_version": meta["redis_version"],
         "topology_hash": meta["topology_hash"],
         "shards": [{"shard": s.shard, "file": s.file, "node_id": s.node_id, "source": s.source, "slots": s.slots,
-                    "bytes": s.bytes, "sha256": s.sha256} for s in shards],
+                    "bytes": s.bytes, "sha256": digests[s.shard]} for s in shards],
     }
 
 
@@ -207,16 +240,12 @@ def upload() -> None:
         raise Refusal(EXIT_OTHER, f"bad timestamp {meta['timestamp']!r} in backup.env")
     s3 = s3_client()
     where = f"{base}/{meta['timestamp']}"
-    for shard in shards:
-        path = os.path.join(folder, shard.file)
-        if os.path.getsize(path) != shard.bytes:
-            raise Refusal(EXIT_MISMATCH, f"{path} changed size since the dump")
-        try:
-            s3.upload_file(path, bucket, f"{where}/{shard.file}", Config=s3.transfer)
-        except Exception as error:  # boto3 wraps ClientError in S3UploadFailedError
-            raise s3_error(getattr(error, "__cause__", None) or error, f"s3://{bucket}/{where}/{shard.file}") from None
-        log(f"uploaded {shard.file}: {shard.bytes} bytes, sha256 {shard.sha256}")
-    body = json.dumps(manifest_of(cluster, meta, shards), indent=2, sort_keys=True).encode()
+    # Shards upload side by side (one connection each, plus multipart within a shard); any failure stops
+    # the backup before its manifest exists, so it stays incomplete.
+    with ThreadPoolExecutor(max_workers=min(4, len(shards)) or 1) as pool:
+        digests = dict(zip((s.shard for s in shards),
+                           pool.map(lambda shard: upload_shard(s3, bucket, where, folder, shard), shards)))
+    body = json.dumps(manifest_of(cluster, meta, shards, digests), indent=2, sort_keys=True).encode()
     s3.put_object(Bucket=bucket, Key=f"{where}/{MANIFEST}", Body=body, ContentType="application/json")
     log(f"backup complete: s3://{bucket}/{where}/{MANIFEST}")
     apply_retention(s3, bucket, base, retention)
@@ -305,9 +334,13 @@ def verify_restore() -> None:
     s3 = s3_client()
     manifest = read_manifest(s3, bucket, where)
     check_layout(manifest, members)
-    for entry in manifest["shards"]:
+
+    def verify(entry: dict[str, Any]) -> None:
         fetch_verified(s3, bucket, f"{where}/{entry['file']}", entry, None)
         log(f"verified {entry['file']}: {entry['bytes']} bytes, slots {','.join(entry['slots'])}")
+
+    with ThreadPoolExecutor(max_workers=min(4, len(manifest["shards"])) or 1) as pool:
+        list(pool.map(verify, manifest["shards"]))  # re-raises the first refusal
     if why := formed_or_holding(members):
         raise Refusal(EXIT_NOT_FRESH, f"the target cluster is not fresh ({why}): restore only into a new cluster "
                                       f"(see the README's restore section)")
