@@ -87,6 +87,11 @@ class RedisLab:
         return self.workdir / "data" / member.host.split(".", 1)[0]
 
     def start(self, member: Member) -> None:
+        self.start_nowait(member)
+        self.wait(lambda: self.ping(member), f"{member.host.split('.', 1)[0]} to answer", 20)
+
+    def start_nowait(self, member: Member) -> None:
+        """Start the member's "pod" (start.sh) and return at once, while it may still be loading."""
         pod = member.host.split(".", 1)[0]
         data = self.data_dir(member)
         data.mkdir(parents=True, exist_ok=True)
@@ -99,7 +104,6 @@ class RedisLab:
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()
-        self.wait(lambda: self.ping(member), f"{pod} to answer", 20)
 
     def start_all(self) -> None:
         for member in self.members:

@@ -12,6 +12,7 @@ import hashlib
 import subprocess
 import sys
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -153,12 +154,29 @@ def test_a_restore_into_a_cluster_of_another_shard_count_or_a_formed_one_is_refu
         assert "already belongs to a formed cluster" in refused.stderr
 
 
-def fake_dump(folder: Path, stamp: str) -> None:
-    """What backup.sh leaves behind, for one tiny shard: the upload's input."""
+def fake_dump(folder: Path, stamp: str, body: bytes | None = None) -> bytes:
+    """What backup.sh leaves behind, for one shard (tiny by default): the upload's input."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "shard-0.rdb").write_bytes(b"REDIS0011" + stamp.encode())
-    (folder / "shards.tsv").write_text(f"0 id0 10.0.0.1:6379 0-16383 {9 + len(stamp)}\n")
+    body = body if body is not None else b"REDIS0011" + stamp.encode()
+    (folder / "shard-0.rdb").write_bytes(body)
+    (folder / "shards.tsv").write_text(f"0 id0 10.0.0.1:6379 0-16383 {len(body)}\n")
     (folder / "backup.env").write_text(f"timestamp={stamp}\nredis_version=7.2.5\ntopology_hash=abc\nshards=1\n")
+    return body
+
+
+def test_a_large_shard_uploads_in_parts_and_its_checksum_is_of_the_uploaded_bytes(
+        tmp_path: Path, s3: tuple[Any, dict[str, str]]) -> None:
+    client, s3_env = s3
+    lab = RedisLab(rendered_files(), tmp_path / "lab", first_ip=171)
+    body = fake_dump(tmp_path / "dump", "20261102T000000Z", os.urandom(20 * 2**20 + 5))
+    done = lab.run_script("backup_s3.py upload", BACKUP_DIR=str(tmp_path / "dump"), BACKUP_BUCKET=BUCKET,
+                          BACKUP_PREFIX=PREFIX, CLUSTER_NAME="redis", **s3_env)
+    assert done.returncode == 0, done.stderr
+    where = f"{PREFIX}/redis/20261102T000000Z"
+    assert client.head_object(Bucket=BUCKET, Key=f"{where}/shard-0.rdb")["ETag"].endswith('-3"')  # 8+8+4 MiB parts
+    manifest = json.loads(client.get_object(Bucket=BUCKET, Key=f"{where}/manifest.json")["Body"].read())
+    assert manifest["shards"][0]["sha256"] == hashlib.sha256(body).hexdigest()
+    assert manifest["shards"][0]["bytes"] == 20 * 2**20 + 5
 
 
 @pytest.mark.parametrize(("retention", "kept"), [(2, ["20261103T000000Z", "20261104T000000Z"]),

@@ -6,6 +6,7 @@ Each drill prints and asserts its counts: keys written, acknowledged (by SET; by
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,18 @@ from pathlib import Path
 import pytest
 
 from .conftest import stack_capture
-from .redis_lab import RedisLab, Writer, config_map_files, lost_keys, running_lab, tag_in_shard
+from .redis_lab import (
+    CLIENT_ERRORS,
+    PASSWORD,
+    RedisLab,
+    Writer,
+    config_map_files,
+    lost_keys,
+    running_lab,
+    slot_owner,
+    tag_in_shard,
+)
+from redis.crc import key_slot
 
 
 @pytest.fixture
@@ -162,3 +174,51 @@ def test_pre_stop_on_a_master_without_replicas_stops_without_waiting_for_one(tmp
         master.process = None
     finally:
         cluster.close()
+
+
+def test_liveness_tolerates_loading_and_readiness_does_not(lab: RedisLab) -> None:
+    """A member loading a big AOF must stay alive (killing it restarts the load) but not be ready."""
+    # Two million small keys (load time grows with the key count), made server-side by short script calls:
+    # one long call would block the master past cluster-node-timeout and its replica would take over.
+    tag = tag_in_shard(0, 3)
+    member = slot_owner(lab, key_slot(tag.encode()))
+    for batch in range(20):
+        lab.node(member).eval("for i = ARGV[1], ARGV[1] + 99999 do redis.call('SET', KEYS[1] .. i, i) end", 1,
+                              f"{{{tag}}}k", batch * 100_000)
+    lab.wait(lab.replicas_synced, "replicas in sync", 120)
+    assert lab.run_script("pre-stop.sh", REDIS_HOST=member.ip, PRESTOP_TIMEOUT="30").returncode == 0
+    assert member.process is not None
+    member.process.wait(timeout=30)
+    member.process = None
+    seen: list[tuple[int, int, bool]] = []
+    lab.start_nowait(member)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not seen or seen[-1][1] != 0):  # until the member is ready
+        reply = subprocess.run(["redis-cli", "--no-auth-warning", "-a", PASSWORD, "-h", member.ip, "-p", "6379",
+                                "PING"], capture_output=True, text=True).stdout
+        seen.append((lab.run_script("liveness.sh", REDIS_HOST=member.ip).returncode,
+                     lab.run_script("readiness.sh", REDIS_HOST=member.ip).returncode, "LOADING" in reply))
+    loading = [codes for codes in seen if codes[2]]
+    print(f"[loading] probes while starting: {len(seen)}, liveness failures {sum(1 for c in seen if c[0])}")
+    assert loading, "never caught the member loading: load more data"
+    assert all(live == 0 for live, _, _ in loading)
+    # Not ready while loading; the probe right after PING may already see the load finished, so the last
+    # sample of each loading stretch may be ready.
+    last_of_stretch = {i for i, codes in enumerate(seen) if codes[2] and (i + 1 == len(seen) or not seen[i + 1][2])}
+    assert all(codes[1] != 0 for i, codes in enumerate(seen) if codes[2] and i not in last_of_stretch)
+    assert seen[-1][:2] == (0, 0)
+
+
+def test_losing_a_whole_shard_keeps_the_other_shards_writable(lab: RedisLab) -> None:
+    """cluster-require-full-coverage no: a lost shard makes its own slots fail, not the whole cluster."""
+    for member in (lab.member_of(0, "master"), lab.member_of(0, "replica")):
+        lab.kill(member, signal.SIGKILL)
+    survivor = lab.member_of(1, "master")
+    lab.wait(lambda: int(lab.cluster_info(survivor)["cluster_slots_fail"]) > 0, "shard 0 to be marked failed", 30)
+    time.sleep(1)
+    client = lab.client()
+    for shard in (1, 2):
+        assert client.set(f"{{{tag_in_shard(shard, 3)}}}after-loss", "ok")
+    with pytest.raises(CLIENT_ERRORS):
+        client.set(f"{{{tag_in_shard(0, 3)}}}after-loss", "lost")
+    client.close()
