@@ -27,6 +27,8 @@ from redis.exceptions import RedisClusterException
 from redis.crc import key_slot
 
 from ha_ai_stack_tools.capture import Capture
+
+from . import shell_mutations
 from ha_ai_stack_tools.render import manifests
 
 PASSWORD = "drill-password-0123456789"
@@ -34,9 +36,13 @@ PORT = 6379
 
 
 def config_map_files(capture: Capture) -> dict[str, str]:
-    """The Redis ConfigMap's data from a captured stack."""
+    """The Redis ConfigMap's data from a captured stack; with HAAI_SHELL_MUTATION set, one planted bug from
+    tests/shell_mutations.py in it (the mutation runner's way in; nothing else sets it)."""
     [config_map] = [m for m in manifests(capture) if m["kind"] == "ConfigMap" and "redis.conf" in m.get("data", {})]
-    return config_map["data"]
+    files = config_map["data"]
+    if os.environ.get(shell_mutations.ENV):
+        files = shell_mutations.apply(files, shell_mutations.by_name(os.environ[shell_mutations.ENV]))
+    return files
 
 
 @dataclass
