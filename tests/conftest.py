@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+if "MUTANT_UNDER_TEST" in os.environ:  # under mutmut: test the mutated copies (see mutation_imports.py)
+    from .mutation_imports import use_mutated_copies
+
+    use_mutated_copies(Path(__file__).resolve().parents[1])
+
 from ha_ai_stack_tools.capture import Capture, Project, capture_program, capture_stack
+from ha_ai_stack_tools.policy_check import running_pack
 from ha_ai_stack_tools.render import manifests
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -20,6 +28,18 @@ STACKS = ("dev", "staging", "prod")
 MODES = {"update": False, "preview": True}
 
 _cache: dict[tuple[str, bool], Capture] = {}
+
+
+@contextmanager
+def policy_pack(pack_dir: Path = PROJECT_ROOT / "policies") -> Iterator[Any]:
+    """The policy pack as the engine runs it (its own process, over gRPC); in-process only under mutmut."""
+    if "MUTANT_UNDER_TEST" in os.environ:
+        from .mutation_imports import InProcessPack
+
+        yield InProcessPack(pack_dir)
+        return
+    with running_pack(pack_dir) as stub:
+        yield stub
 
 
 def stack_capture(stack: str, preview: bool = False) -> Capture:

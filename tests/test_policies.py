@@ -20,9 +20,9 @@ from google.protobuf import empty_pb2
 from pulumi.runtime.proto import analyzer_pb2_grpc
 
 from ha_ai_stack_tools.capture import UNKNOWN, CapturedResource
-from ha_ai_stack_tools.policy_check import Finding, analyze, configure, running_pack, running_plugin, tier_config
+from ha_ai_stack_tools.policy_check import Finding, analyze, configure, running_plugin, tier_config
 
-from .conftest import PROJECT_ROOT, STACKS, haai, project_copy, stack_capture
+from .conftest import policy_pack, PROJECT_ROOT, STACKS, haai, project_copy, stack_capture
 
 PACK = PROJECT_ROOT / "policies"
 Mutation = Callable[[list[CapturedResource]], None]
@@ -31,7 +31,7 @@ Mutation = Callable[[list[CapturedResource]], None]
 @pytest.fixture(scope="module")
 def pack() -> Iterator[Any]:
     """One pack process for the module; stopped when the module ends, pass or fail."""
-    with running_pack(PACK) as stub:
+    with policy_pack(PACK) as stub:
         yield stub
 
 

@@ -106,9 +106,14 @@ def test_planned_restart_through_pre_stop_loses_nothing(lab: RedisLab) -> None:
     assert handover.returncode == 0, handover.stderr
     assert "handing over to" in handover.stderr
     assert master.process is not None
-    master.process.wait(timeout=30)  # pre-stop ends with SHUTDOWN SAVE
+    master.process.wait(timeout=30)  # pre-stop ends with SHUTDOWN NOSAVE
     master.process = None
     assert lab.role(replica) == "master"
+    # It stopped as a replica: pre-stop waited for the switch (Redis logs the role as M or S on each line).
+    pod = master.host.split(".", 1)[0]
+    [stopping] = [line for line in (lab.workdir / f"{pod}.log").read_text().splitlines()
+                  if "User requested shutdown" in line][-1:]
+    assert stopping.split()[0].endswith(":S"), stopping
     lab.start(master)
     lab.wait(lambda: lab.role(master) == "slave", "the old master to rejoin as a replica", 60)
     lab.wait(lab.healthy, "the cluster to be healthy again", 60)

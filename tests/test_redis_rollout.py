@@ -71,6 +71,14 @@ def test_readiness_is_honest_before_and_after_bootstrap(tmp_path: Path, prod_cap
         lab.kill(master, signal.SIGKILL)  # the replica's link goes down: it must stop being ready
         lab.wait(lambda: lab.node(replica).info("replication")["master_link_status"] == "down", "link down", 10)
         assert lab.run_script("readiness.sh", REDIS_HOST=replica.ip).returncode == 1
+        # A master cut off from the majority of masters sees cluster_state:fail: not ready either.
+        survivor = lab.member_of(2, "master")
+        for member in lab.members:
+            if member.zone != survivor.zone:
+                lab.kill(member, signal.SIGKILL)
+        lab.wait(lambda: lab.cluster_info(survivor)["cluster_state"] == "fail", "a minority cluster_state:fail", 30)
+        assert lab.role(survivor) == "master"
+        assert lab.run_script("readiness.sh", REDIS_HOST=survivor.ip).returncode == 1
     finally:
         lab.close()
 

@@ -17,9 +17,9 @@ import yaml
 from ha_ai_stack import ConfigError
 from ha_ai_stack.prerequisites import Prerequisite, Reference, provided_by, references_of
 from ha_ai_stack_tools.capture import CapturedResource
-from ha_ai_stack_tools.policy_check import analyze, configure, running_pack, tier_config
+from ha_ai_stack_tools.policy_check import analyze, configure, tier_config
 
-from .conftest import PROJECT_ROOT, run_stack_config, stack_capture
+from .conftest import policy_pack, PROJECT_ROOT, run_stack_config, stack_capture
 
 PACK = PROJECT_ROOT / "policies"
 POLICY = "references-resolve"
@@ -27,7 +27,7 @@ POLICY = "references-resolve"
 
 @pytest.fixture(scope="module")
 def pack() -> Iterator[Any]:
-    with running_pack(PACK) as stub:
+    with policy_pack(PACK) as stub:
         configure(stub, tier_config(PACK, "prod"))
         yield stub
 
