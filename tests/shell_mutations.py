@@ -78,7 +78,7 @@ MUTATIONS: tuple[ShellMutation, ...] = (
                   BACKUP + "test_backup_then_restore_into_a_fresh_cluster_gives_every_key_back_and_survives_a_full_restart",
                   "the snapshot's fork and transfer load the master that serves the writes"),
     ShellMutation("redis-conf-without-aof", "redis.conf", "appendonly yes", "appendonly no",
-                  DRILLS + "test_full_restart_on_new_addresses_keeps_every_key",
+                  DRILLS + "test_a_crash_of_every_member_keeps_what_was_written_a_second_before",
                   "writes since the last RDB snapshot are lost on a restart"),
     ShellMutation("redis-conf-requires-full-coverage", "redis.conf", "cluster-require-full-coverage no",
                   "cluster-require-full-coverage yes",
