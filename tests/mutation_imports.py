@@ -25,8 +25,13 @@ class MutatedCopies(importlib.abc.MetaPathFinder):
         folder = PACKAGES.get(fullname)
         if folder is None:
             return None  # submodules resolve through the package's __path__, which points at the copy
-        return importlib.util.spec_from_file_location(
-            fullname, self.root / folder / "__init__.py", submodule_search_locations=[str(self.root / folder)])
+        init = self.root / folder / "__init__.py"
+        if init.is_file():
+            return importlib.util.spec_from_file_location(fullname, init,
+                                                          submodule_search_locations=[str(self.root / folder)])
+        spec = ModuleSpec(fullname, None, is_package=True)  # tools/ has no __init__.py: a namespace package
+        spec.submodule_search_locations = [str(self.root / folder)]
+        return spec
 
 
 def use_mutated_copies(root: Path) -> None:

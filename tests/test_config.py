@@ -110,7 +110,8 @@ def test_missing_tier_and_image_are_named() -> None:
         ({"tier": "staging", "redis": {"restore_from": "s3://acme/redis-backups/redis/2026-11-26"}},
          "haai:redis.restore_from: must name one backup: s3://<bucket>/<prefix>/<cluster>/<YYYYMMDDTHHMMSSZ> "
          "(got 's3://acme/redis-backups/redis/2026-11-26')"),
-        ({"tier": "prod", "redis": {"enabled": True, "replicas_per_shard": 0, "backup": {"bucket": "acme-b"}}},
+        ({"tier": "prod", "redis": {"enabled": True, "replicas_per_shard": 0, "backup": {"bucket": "acme-b"},
+                                     "service_account_annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/b"}}},
          "haai:redis.replicas_per_shard: must be >= 1 outside dev (tier prod): a shard without a replica is lost "
          "with its node"),
         ({"tier": "prod", "redis": {"min_replicas_to_write": 2}},

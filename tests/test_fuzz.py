@@ -36,10 +36,15 @@ def valid_configs(draw: st.DrawFn) -> dict[str, Any]:
                                 "zones": draw(st.sampled_from([[], ZONES]))}]
     redis = draw(st.booleans())
     if redis:
-        config["redis"] = {"enabled": True, "shards": draw(st.sampled_from([3, 4, 6])),
+        zones = draw(st.sampled_from([[], ZONES]))
+        # Over 3 zones, 4 shards would put 2 of 4 masters in one zone: no voting majority after its loss.
+        config["redis"] = {"enabled": True, "shards": draw(st.sampled_from([3, 5, 6] if zones else [3, 4, 6])),
                            "replicas_per_shard": draw(st.sampled_from([0, 1] if tier == "dev" else [1])),
-                           "zones": draw(st.sampled_from([[], ZONES])),
-                           "metrics_exporter": draw(st.booleans())}
+                           "zones": zones, "metrics_exporter": draw(st.booleans())}
+        if tier == "prod" or draw(st.booleans()):  # backups are required in prod, optional elsewhere
+            config["redis"]["backup"] = {"bucket": "acme-redis-backups", "retention": draw(st.integers(1, 30))}
+            config["redis"]["service_account_annotations"] = {
+                "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/backup"}
     services = []
     for name in draw(st.lists(st.sampled_from(["svc", "api", "chat"]), max_size=3, unique=True)):
         replicas = draw(st.integers(1, 5))
