@@ -14,11 +14,6 @@ from typing import Any
 import pytest
 import yaml
 
-if "MUTANT_UNDER_TEST" in os.environ:  # under mutmut: test the mutated copies (see mutation_imports.py)
-    from .mutation_imports import use_mutated_copies
-
-    use_mutated_copies(Path(__file__).resolve().parents[1])
-
 from ha_ai_stack_tools.capture import Capture, Project, capture_program, capture_stack
 from ha_ai_stack_tools.policy_check import running_pack
 from ha_ai_stack_tools.render import manifests
@@ -36,7 +31,7 @@ def policy_pack(pack_dir: Path = PROJECT_ROOT / "policies") -> Iterator[Any]:
     if "MUTANT_UNDER_TEST" in os.environ:
         from .mutation_imports import InProcessPack
 
-        yield InProcessPack(pack_dir)
+        yield InProcessPack()
         return
     with running_pack(pack_dir) as stub:
         yield stub
@@ -95,7 +90,7 @@ def haai(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def project_copy(tmp_path: Path, stack: str, edit: Callable[[dict[str, Any]], None]) -> Path:
     """A copy of the project whose ``stack`` config ``edit`` has changed (the ``config:`` map, in place)."""
     project = tmp_path / "project"
-    shutil.copytree(PROJECT_ROOT, project, ignore=shutil.ignore_patterns(".venv", "venv", ".git", "rendered", "*.pyc"))
+    shutil.copytree(PROJECT_ROOT, project, ignore=shutil.ignore_patterns(".venv", "venv", ".git", "rendered", "mutants", ".mutation", "*.pyc"))
     stack_file = project / "stacks" / f"Pulumi.{stack}.yaml"
     document = yaml.safe_load(stack_file.read_text())
     edit(document["config"])

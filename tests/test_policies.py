@@ -264,12 +264,14 @@ def test_unknown_values_in_preview_are_reported_not_passed(pack: Any) -> None:
     assert len(findings) == 1 and "during preview" in findings[0].message
 
 
+@pytest.mark.own_process
 def test_haai_check_passes_prod() -> None:
     result = haai("check", "--stack", "prod", cwd=PROJECT_ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "stack prod: 0 policy findings" in result.stdout
 
 
+@pytest.mark.own_process
 def test_haai_check_fails_a_stack_that_breaks_a_rule(tmp_path: Path) -> None:
     def too_few(config: dict[str, Any]) -> None:
         config["haai:inference"][0]["replicas"] = 2
@@ -285,6 +287,7 @@ def test_haai_check_fails_a_stack_that_breaks_a_rule(tmp_path: Path) -> None:
            "the tier needs at least 3. |" in lines
 
 
+@pytest.mark.own_process
 def test_the_pack_runs_from_its_own_environment_as_the_cli_runs_it(tmp_path: Path) -> None:
     """The pack copied alone (as `pulumi policy publish` takes it), its venv built by install.sh from its own
     requirements (no path outside the folder), then started as the CLI starts it: venv/bin/python __main__.py."""
