@@ -7,6 +7,7 @@ rendered object of the prod stack changed in one field.
 from __future__ import annotations
 
 import copy
+import fnmatch
 import os
 import shutil
 import subprocess
@@ -62,6 +63,13 @@ def findings_after(pack: Any, mutate: Mutation, tier: str = "prod", stack: str =
     mutate(resources)
     configure(pack, tier_config(PACK, tier))
     return analyze(pack, resources)
+
+
+def drop_egress(resources: list[CapturedResource], policy: str, which: Callable[[dict[str, Any]], bool]) -> None:
+    """Remove the one egress rule of NetworkPolicy ``policy`` that ``which`` picks (by what it allows)."""
+    egress = find(resources, "NetworkPolicy", policy)["spec"]["egress"]
+    [rule] = [r for r in egress if which(r)]
+    egress.remove(rule)
 
 
 def set_in(path: list[str | int], value: Any, kind: str, name: str) -> Mutation:
@@ -149,7 +157,8 @@ CASES: list[tuple[str, str, Mutation, bool]] = [
      set_in(["spec", "volumeClaimTemplates", 0, "spec", "resources", "requests", "storage"], "80Gi", STS,
             "redis-us-east-1b"), False),
     ("inference-reaches-redis", "egress rule to Redis removed",
-     lambda rs: find(rs, "NetworkPolicy", "ai-inference-service")["spec"]["egress"].pop(1), True),
+     lambda rs: drop_egress(rs, "ai-inference-service", lambda rule: {"port": 6379, "protocol": "TCP"} in
+                            rule.get("ports", [])), True),
     ("inference-reaches-redis", "client label removed",
      set_in(["spec", "template", "metadata", "labels", "ha-ai-stack/redis-client"], DELETE, D,
             "ai-inference-service"), True),
@@ -160,18 +169,56 @@ CASES: list[tuple[str, str, Mutation, bool]] = [
     ("gpu-pool-ha", "bigger root volume", set_in(["blockDeviceMappings", 0, "ebs", "volumeSize"], 400, LT, ""),
      False),
     ("inference-reaches-redis", "HTTPS egress removed",
-     lambda rs: find(rs, "NetworkPolicy", "ai-inference-service")["spec"]["egress"].pop(2), False),
+     lambda rs: drop_egress(rs, "ai-inference-service", lambda rule: {"port": 443, "protocol": "TCP"} in
+                            rule.get("ports", [])), False),
 ]
+
+
+# What each firing case must report: the resource and the message (``*`` stands for a content hash).
+EXPECTED: dict[str, tuple[str, str]] = {
+    'unknown PriorityClass': ('triton-deployment', 'Deployment ai-serving/triton: spec.template.spec.priorityClassName names PriorityClass batch-low, which the stack does not create and no prerequisite declares.'),
+    '2 replicas': ('(stack)', 'ai-serving/ai-inference-service runs 2 replicas; the tier needs at least 3.'),
+    'PDB selects other pods': ('triton-deployment', 'ai-serving/triton has 3 replicas and no PodDisruptionBudget selects its pods.'),
+    'PDB allows no disruption': ('triton-deployment', 'ai-serving/triton: its PodDisruptionBudget allows no disruption, so node drains block forever.'),
+    'no anti-affinity': ('triton-deployment', 'ai-serving/triton: no hostname anti-affinity or spread, so replicas can share a node.'),
+    'no zone spread': ('triton-deployment', 'ai-serving/triton: no zone spread, so one zone outage can take every replica.'),
+    'HPA floor 2': ('triton-hpa', 'ai-serving/triton: minReplicas 2 is below the tier minimum 3.'),
+    'HPA max below min': ('triton-hpa', 'ai-serving/triton: maxReplicas 2 is below minReplicas 3.'),
+    'no readiness probe': ('ai-inference-service-deployment', 'ai-serving/ai-inference-service container server serves traffic but has no readinessProbe.'),
+    'GPU server without startup probe': ('triton-deployment', 'ai-serving/triton container server uses GPUs but has no startupProbe: liveness can kill it while the model loads.'),
+    'no memory limit': ('ai-inference-service-deployment', 'ai-serving/ai-inference-service container server has no limits.memory.'),
+    'GPU request differs from limit': ('triton-deployment', 'ai-serving/triton container server: nvidia.com/gpu request 2 differs from limit 1.'),
+    'no GPU toleration': ('triton-deployment', 'ai-serving/triton asks for GPUs but does not tolerate the nvidia.com/gpu NoSchedule taint.'),
+    'latest tag': ('vllm-chat-deployment', "ai-serving/vllm-chat container server: image 'vllm/vllm-openai:latest' uses the 'latest' tag: pin a version or a digest."),
+    'privilege escalation allowed': ('vllm-chat-deployment', 'ai-serving/vllm-chat: container server allows privilege escalation.'),
+    'hostPath volume': ('vllm-chat-deployment', 'ai-serving/vllm-chat: volume tmp is a hostPath.'),
+    'literal token': ('vllm-chat-deployment', 'ai-serving/vllm-chat container server: env HF_TOKEN carries a literal value; read it from a Secret (valueFrom.secretKeyRef).'),
+    'default deny allows all ingress': ('(stack)', 'namespace ai-serving runs workloads but has no default-deny NetworkPolicy.'),
+    'AOF off': ('redis-config', 'ai-serving/redis-config-*: appendonly is off, so a restart loses every write since the last snapshot.'),
+    'no PVC': ('redis-us-east-1b-sts', 'ai-serving/redis-us-east-1b: Redis data is not on a PersistentVolumeClaim.'),
+    'password as a literal': ('redis-us-east-1a-sts', 'ai-serving/redis-us-east-1a: Redis auth must come from a Secret (REDIS_PASSWORD via secretKeyRef in every container).'),
+    "shard 0's replica pinned to its master's zone": ('redis-config', 'ai-serving/redis-config-*: members of shard 0 share a zone (redis-us-east-1a-0, redis-us-east-1b-0).'),
+    'egress rule to Redis removed': ('ai-inference-service-deployment', 'ai-serving/ai-inference-service: its NetworkPolicies block egress to Redis on 6379 (an outage).'),
+    'client label removed': ('ai-inference-service-deployment', "ai-serving/ai-inference-service: Redis' NetworkPolicies block ingress from it on 6379 (an outage)."),
+    'IMDSv1 allowed': ('gpu-a10g-launch-template', "gpu-a10g-launch-template: IMDSv2 is not required (httpTokens 'optional')."),
+    'root volume not encrypted': ('gpu-a10g-launch-template', 'gpu-a10g-launch-template: a root volume is not encrypted.'),
+    'one subnet': ('gpu-a10g-node-group', 'gpu-a10g-node-group: 1 subnets (preflight resolves their zones); GPU pools need at least 2.'),
+}
 
 
 @pytest.mark.parametrize(("policy", "case", "mutate", "fires"), CASES, ids=[f"{c[0]}: {c[1]}" for c in CASES])
 def test_policy_case(pack: Any, policy: str, case: str, mutate: Mutation, fires: bool) -> None:
     hits = [f for f in findings_after(pack, mutate) if f.policy == policy]
     if fires:
-        assert hits, f"{policy} did not fire for: {case}"
-        assert all(f.level == "mandatory" for f in hits)
+        resource, message = EXPECTED[case]
+        assert [(f.resource, f.level) for f in hits] == [(resource, "mandatory")], f"{policy}: {case}: {hits}"
+        assert fnmatch.fnmatchcase(hits[0].message, message), hits[0].message
     else:
         assert hits == [], f"{policy} fired for: {case}: {hits}"
+
+
+def test_every_firing_case_names_its_finding() -> None:
+    assert {c[1] for c in CASES if c[3]} == set(EXPECTED)
 
 
 def test_every_policy_has_a_firing_and_a_quiet_case(pack: Any) -> None:
