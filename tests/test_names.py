@@ -1,10 +1,12 @@
-"""The Kubernetes name rules, at their boundaries, with the exact messages users see."""
+"""The Kubernetes name and quantity rules, at their boundaries, with the exact messages users see."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
-from ha_ai_stack import names
+from ha_ai_stack import names, quantity
 
 LABEL_KEY_RULE = ("an optional DNS-subdomain prefix and '/', then letters, digits, '-', '_' and '.', starting and "
                   "ending with a letter or digit")
@@ -40,3 +42,23 @@ def test_bad_names_get_the_exact_message(check, value, message) -> None:  # type
 ])
 def test_names_at_the_limit_pass_unchanged(check, value) -> None:  # type: ignore[no-untyped-def]
     assert check(value) == value
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (5, "5 is not a Kubernetes quantity (examples: 500m, 2, 512Mi, 8Gi)"),
+    (None, "None is not a Kubernetes quantity (examples: 500m, 2, 512Mi, 8Gi)"),
+    ("8 GB", "'8 GB' is not a Kubernetes quantity (examples: 500m, 2, 512Mi, 8Gi)"),
+    ("0", "'0' must be greater than zero"),
+    ("0Gi", "'0Gi' must be greater than zero"),
+])
+def test_bad_quantities_get_the_exact_message(text, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError) as error:
+        quantity.positive_quantity(text)
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize(("text", "value"), [("1m", Decimal("0.001")), ("1", Decimal(1)), (" 2Ki ", Decimal(2048)),
+                                             ("1.5G", Decimal(1_500_000_000))])
+def test_the_smallest_positive_quantities_pass_and_parse_exactly(text: str, value: Decimal) -> None:
+    assert quantity.positive_quantity(text) == text
+    assert quantity.parse_quantity(text) == value
