@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from table import header, row  # noqa: E402
-from tests.backup_lab import BUCKET, backup, rendered_files, restore, restore_uri  # noqa: E402
-from tests.redis_lab import PASSWORD, PORT, RedisLab, Writer, fill, lost_keys, running_lab  # noqa: E402
+from tests.backup_lab import BUCKET, backup, form, grow_under_writes, rendered_files, restore, restore_uri  # noqa: E402
+from tests.redis_lab import PASSWORD, PORT, RedisLab, fill, lost_keys, running_lab  # noqa: E402
 from tests.s3_lab import moto_s3  # noqa: E402
 
 SOURCE_IP, TARGET_IP, SCALE_IP, RAW_IP = 231, 241, 181, 251  # this benchmark's own loopback addresses
@@ -156,27 +156,11 @@ def main() -> None:
         three = rendered_files(zones=zones, shards=3)["topology.txt"]
         lab = RedisLab(rendered_files(zones=zones, shards=4), work / "scale", first_ip=SCALE_IP)
         try:
-            for member in lab.members:
-                if member.shard < 3:
-                    lab.start(member)
             (work / "three.txt").write_text(three)
-            formed = lab.run_script("bootstrap.sh", TOPOLOGY_FILE=str(work / "three.txt"), BOOTSTRAP_TIMEOUT="120")
-            assert formed.returncode == 0, formed.stderr
+            form(lab, work / "three.txt")
             fill(lab, mib, SHARDS, value_kib=4, incompressible=True)
             lab.wait(lab.healthy, "synced after the load", 900)
-            writer = Writer(lab, prefix="scale", max_seconds=3600, max_writes=10_000_000)
-            writer.start()
-            time.sleep(1)
-            for member in lab.members:
-                if member.shard == 3:
-                    lab.start(member)
-            started = time.monotonic()
-            grown = lab.run_script("bootstrap.sh", timeout=3600, TOPOLOGY_FILE=str(lab.etc / "topology.txt"),
-                                   BOOTSTRAP_TIMEOUT="3000")
-            scale_seconds = time.monotonic() - started
-            time.sleep(1)
-            log = writer.stop()
-            assert grown.returncode == 0, grown.stderr
+            scale_seconds, log = grow_under_writes(lab, new_shard=3, timeout=3600)
             lost = lost_keys(lab, log.acknowledged)
         finally:
             lab.close()

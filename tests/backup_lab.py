@@ -11,7 +11,7 @@ import redis
 from ha_ai_stack import RedisCluster, RedisClusterArgs
 
 from .conftest import run_components
-from .redis_lab import PASSWORD, PORT, RedisLab, config_map_files
+from .redis_lab import PASSWORD, PORT, RedisLab, WriteLog, Writer, config_map_files
 
 BUCKET = "acme-redis-backups"
 PREFIX = "prod"
@@ -110,3 +110,32 @@ def restore(target: RedisLab, s3_env: dict[str, str], stamp: str, phases: dict[s
     lap("members start and load")
     target.bootstrap()
     lap("form and first sync")
+
+
+def form(lab: RedisLab, topology: Path, timeout: str = "120") -> None:
+    """Start the members a (smaller) topology names and bootstrap them as that cluster."""
+    hosts = {line.split()[2] for line in topology.read_text().splitlines() if line and not line.startswith("#")}
+    for member in lab.members:
+        if member.host in hosts:
+            lab.start(member)
+    formed = lab.run_script("bootstrap.sh", TOPOLOGY_FILE=str(topology), BOOTSTRAP_TIMEOUT=timeout)
+    assert formed.returncode == 0, formed.stderr
+
+
+def grow_under_writes(lab: RedisLab, new_shard: int, timeout: int) -> tuple[float, WriteLog]:
+    """Start the new shard's members and run bootstrap.sh on the full topology while a writer runs, as a
+    scale-out does. Returns the bootstrap's seconds and what the writer did."""
+    writer = Writer(lab, prefix="scale", max_seconds=timeout, max_writes=10_000_000)
+    writer.start()
+    time.sleep(1)
+    for member in lab.members:
+        if member.shard == new_shard:
+            lab.start(member)
+    started = time.monotonic()
+    grown = lab.run_script("bootstrap.sh", timeout=timeout, TOPOLOGY_FILE=str(lab.etc / "topology.txt"),
+                           BOOTSTRAP_TIMEOUT=str(timeout - 100))
+    took = time.monotonic() - started
+    time.sleep(1)
+    log = writer.stop()
+    assert grown.returncode == 0, grown.stderr
+    return took, log

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import json
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,20 @@ from typing import Any
 import pytest
 import yaml
 
-from .backup_lab import BUCKET, PREFIX, backup, contents, load_variety, rendered_files, restore, restore_uri
+from .backup_lab import (
+    BUCKET,
+    PREFIX,
+    backup,
+    contents,
+    form,
+    grow_under_writes,
+    load_variety,
+    rendered_files,
+    restore,
+    restore_uri,
+)
 from .redis_lab import (
     RedisLab,
-    Writer,
     fill,
     lost_keys,
     running_lab,
@@ -220,26 +229,11 @@ def test_scale_out_from_3_to_4_shards_under_writes_loses_nothing(tmp_path: Path)
     old_members = [m for m in lab.members if m.shard < 3]
     assert [m.host for m in old_members] == [line.split()[2] for line in three.splitlines()[1:]]
     try:
-        for member in old_members:
-            lab.start(member)
         (tmp_path / "three.txt").write_text(three)
-        formed = lab.run_script("bootstrap.sh", TOPOLOGY_FILE=str(tmp_path / "three.txt"), BOOTSTRAP_TIMEOUT="60")
-        assert formed.returncode == 0, formed.stderr
+        form(lab, tmp_path / "three.txt", timeout="60")
         old_keys = fill(lab, 32, 3, value_kib=4)
         old = {f"{{{tag_in_shard(s, 3)}}}fill:{i}" for s in range(3) for i in range(old_keys // 3)}
-        writer = Writer(lab, prefix="scale", max_seconds=300)
-        writer.start()
-        time.sleep(1)
-        for member in lab.members:
-            if member.shard == 3:
-                lab.start(member)
-        started = time.monotonic()
-        grown = lab.run_script("bootstrap.sh", timeout=600, TOPOLOGY_FILE=str(lab.etc / "topology.txt"),
-                               BOOTSTRAP_TIMEOUT="500")
-        took = time.monotonic() - started
-        time.sleep(1)
-        log = writer.stop()
-        assert grown.returncode == 0, grown.stderr
+        took, log = grow_under_writes(lab, new_shard=3, timeout=600)
         lab.wait(lab.healthy, "a healthy 4-shard cluster", 60)
         new_master = lab.member_of(3, "master")
         view = lab.node(new_master).execute_command("CLUSTER NODES")
