@@ -3,7 +3,22 @@
 from __future__ import annotations
 
 import importlib
+import sys
+from pathlib import Path
 from typing import Any
+
+
+def mutated_rules() -> Any:
+    """``policies.rules`` from mutmut's src/ (the mutated copy). The pack folder beside it (mutants/policies,
+    copied for its tier config) is also a ``policies`` namespace portion and comes first on sys.path, so it
+    would otherwise win and no policy mutant would ever run."""
+    for name in [m for m in sys.modules if m == "policies" or m.startswith("policies.")]:
+        del sys.modules[name]
+    sys.path.insert(0, str(Path.cwd() / "src"))
+    try:
+        return importlib.import_module("policies.rules")
+    finally:
+        sys.path.pop(0)
 
 
 class InProcessPack:
@@ -18,8 +33,8 @@ class InProcessPack:
         from pulumi_policy import EnforcementLevel
         from pulumi_policy.policy import _PolicyAnalyzerServicer
 
-        rules = importlib.import_module("policies.rules")  # the mutated copy, under the name mutmut gave it
-        self.servicer = _PolicyAnalyzerServicer("ha-ai-stack", "0.0.1", rules.policies(), EnforcementLevel.MANDATORY)
+        self.servicer = _PolicyAnalyzerServicer("ha-ai-stack", "0.0.1", mutated_rules().policies(),
+                                                EnforcementLevel.MANDATORY)
 
     def __getattr__(self, method: str) -> Any:
         return lambda request: getattr(self.servicer, method)(request, None)

@@ -146,6 +146,14 @@ def _tolerates_gpu_taint(pod: dict[str, Any]) -> bool:
     return False
 
 
+def _gpu_count(value: Any) -> Any:
+    """A GPU quantity as a number: 1, "1" and the engine's 1.0 (protobuf numbers are doubles) are one count."""
+    try:
+        return float(str(value))
+    except ValueError:
+        return value
+
+
 def _gpu_scheduling(args: Any, report: Any) -> None:
     uses_gpus = False
     for container in workload_containers(args):
@@ -154,7 +162,7 @@ def _gpu_scheduling(args: Any, report: Any) -> None:
         if requested is None and limited is None:
             continue
         uses_gpus = True
-        if str(requested) != str(limited):
+        if _gpu_count(requested) != _gpu_count(limited):
             report(f"{object_name(args.props)} container {container.get('name')}: {GPU_RESOURCE} request "
                    f"{requested} differs from limit {limited}.")
     if uses_gpus and not _tolerates_gpu_taint(workload_pod(args) or {}):
