@@ -10,6 +10,7 @@ Any arguments go to mutmut: ``run``, ``run "ha_ai_stack.names*"``, ``results``, 
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -39,6 +40,21 @@ def lay_out() -> None:
             link.symlink_to(ROOT / name, target_is_directory=(ROOT / name).is_dir())
 
 
+def save_captures() -> Path:
+    """Render each stack once, from the unmutated library, for runs that mutate only the policy rules or the
+    tooling: those mutants cannot change a render, and rendering again in every mutant's worker would cost
+    seconds each (tests/conftest.stack_capture reads these files). Forking the renders from mutmut's fork server
+    instead deadlocks the workers (the mock runtime leaves threads and locks behind)."""
+    from tests.conftest import MODES, STACKS, captured_file, stack_capture
+
+    folder = WORKSPACE / "captures"
+    folder.mkdir(parents=True, exist_ok=True)
+    for stack in STACKS:
+        for preview in MODES.values():
+            (folder / captured_file(stack, preview)).write_bytes(pickle.dumps(stack_capture(stack, preview)))
+    return folder
+
+
 def main(argv: list[str]) -> int:
     if shutil.which("mutmut", path=os.path.dirname(sys.executable)) is None:
         print("mutmut is not installed: pip install -e '.[mutation]'", file=sys.stderr)
@@ -47,6 +63,9 @@ def main(argv: list[str]) -> int:
     # The CRD schemas stay beside the project, not beside mutmut's copy of it.
     env = {**os.environ, "HAAI_SHARED_SCHEMAS": os.environ.get("HAAI_SHARED_SCHEMAS",
                                                                str(ROOT.parent / "shared" / "schemas"))}
+    patterns = argv[1:] if argv[:1] == ["run"] else []
+    if patterns and all(p.startswith(("policies.", "ha_ai_stack_tools.")) for p in patterns):
+        env["HAAI_MUTATION_CAPTURES"] = str(save_captures())
     mutmut = os.path.join(os.path.dirname(sys.executable), "mutmut")
     return subprocess.run([mutmut, *(argv or ["run"])], cwd=WORKSPACE, env=env).returncode
 

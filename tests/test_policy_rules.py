@@ -9,10 +9,13 @@ The pack runs as the engine runs it (its own process, over gRPC), configured wit
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+
+from google.protobuf import empty_pb2, json_format
 
 from ha_ai_stack_tools.capture import CapturedResource
 from ha_ai_stack_tools.policy_check import analyze, configure
@@ -599,3 +602,21 @@ def test_a_redis_client_without_a_cluster(pack: Any) -> None:
     assert findings(pack, "inference-reaches-redis", [redis_client()]) == [
         f"{WHO} is configured for Redis but no Redis Cluster runs in {NS}."]
     assert findings(pack, "inference-reaches-redis", [deployment()]) == []  # not a Redis client
+
+
+def test_what_the_pack_tells_the_engine_about_each_policy() -> None:
+    """The analyzer info the CLI shows and validates --policy-pack-config against: mandatory by default, the
+    remediation, the equivalents as tags, and each setting's schema. A new pack, so that building it is this
+    test's own work."""
+    with policy_pack() as stub:
+        info = {p.name: p for p in stub.GetAnalyzerInfo(empty_pb2.Empty()).policies}
+    assert {p.enforcementLevel for p in info.values()} == {1}  # ADVISORY=0, MANDATORY=1 in analyzer.proto
+    restricted = info["pod-security-restricted"]
+    assert restricted.remediation_steps == ("set the restricted securityContext; list a justified system DaemonSet "
+                                            "in allowedWorkloads.")
+    assert list(restricted.tags) == ["Kyverno pod-security restricted",
+                                     "Polaris runAsRootAllowed, privilegeEscalationAllowed", "checkov CKV_K8S_20/23/28"]
+    assert list(info["gpu-scheduling"].tags) == []  # "none": no equivalent elsewhere
+    schema = json_format.MessageToDict(info["workload-min-replicas"].configSchema.properties)
+    assert json.loads(json.dumps(schema)) == {"minReplicas": {"type": "integer", "minimum": 1, "default": 3}}
+    assert not info["probes"].HasField("configSchema")

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pulumi_policy import (
-    EnforcementLevel,
     PolicyConfigSchema,
     ResourceValidationPolicy,
     StackValidationPolicy,
@@ -29,8 +28,8 @@ class Rule:
     def policy(self) -> ResourceValidationPolicy | StackValidationPolicy:
         schema = PolicyConfigSchema(properties=self.config) if self.config else None
         kind = StackValidationPolicy if self.stack else ResourceValidationPolicy
-        return kind(name=self.id, description=self.description, validate=self.validate,
-                    enforcement_level=EnforcementLevel.MANDATORY, config_schema=schema,
+        # No level of its own: the pack's (mandatory, policies/__main__.py) applies until a tier config lowers it.
+        return kind(name=self.id, description=self.description, validate=self.validate, config_schema=schema,
                     remediation_steps=self.remediation, tags=self.equivalent_tools())
 
     def equivalent_tools(self) -> list[str]:

@@ -88,11 +88,6 @@ def matches(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
     return True
 
 
-def gpu_count(container: dict[str, Any], field: str) -> int:
-    value = dig(container, "resources", field, "nvidia.com/gpu", default=0)
-    return int(value)
-
-
 def replicas(props: dict[str, Any]) -> int:
     """Replicas of a Deployment or StatefulSet (Kubernetes defaults a missing field to 1)."""
     value = dig(props, "spec", "replicas")
