@@ -4,14 +4,27 @@ change next to it stays quiet. Expected wording is written here, not read from t
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from ha_ai_stack_tools.diff import diff_resources, field_changes, risks
+from ha_ai_stack_tools import diff
+from ha_ai_stack_tools.diff import (
+    StackDiff,
+    as_json,
+    as_markdown,
+    as_text,
+    diff_resources,
+    diff_stacks,
+    field_changes,
+    risks,
+    show,
+    tier_min_replicas,
+)
 
-from .conftest import stack_capture
+from .conftest import PROJECT_ROOT, stack_capture
 
 Edit = Callable[[list[dict[str, Any]]], None]
 NS = "ai-serving"
@@ -184,3 +197,83 @@ def test_field_changes_pair_named_list_items_by_name_and_others_by_position() ->
     assert [(c.path, c.old, c.new) for c in field_changes({"a": [1]}, {"a": [1, 2]})] == [("a", [1], [1, 2])]
     assert field_changes({"a": {"b": 1}}, {"a": {"b": 1}}) == []
     assert [(c.path, c.old, c.new) for c in field_changes({"a": 1}, {})] == [("a", 1, None)]
+
+
+# -- the three output formats, and diff_stacks over two given renders -----------------------------------------------
+
+def small_sides() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A Deployment scaled below the floor and labelled, a Service removed, an IAM role added."""
+    def web(replicas: int, labels: dict[str, str]) -> dict[str, Any]:
+        return {"type": "kubernetes:apps/v1:Deployment", "name": "web", "inputs": {
+            "kind": "Deployment", "metadata": {"name": "web", "namespace": "shop", "labels": labels},
+            "spec": {"replicas": replicas}}}
+    service = {"type": "kubernetes:core/v1:Service", "name": "old", "inputs": {
+        "kind": "Service", "metadata": {"name": "old", "namespace": "shop"}}}
+    role = {"type": "aws:iam/role:Role", "name": "reader", "inputs": {"name": "reader"}}
+    return [web(3, {}), service], [web(2, {"team": "a|b"}), role]
+
+
+def small_diff() -> list[StackDiff]:
+    base, head = small_sides()
+    diffs = diff_resources(base, head)
+    return [StackDiff("prod", diffs, risks(base, head, 3, diffs)), StackDiff("dev", [], [])]
+
+
+def test_text_format() -> None:
+    assert as_text(small_diff()) == "\n".join([
+        "stack prod: 1 added, 1 changed, 1 removed, 1 risky",
+        "  ! Deployment shop/web: replicas 3 -> 2, below the tier minimum 3",
+        "  + Role reader",
+        "  ~ Deployment shop/web",
+        '      metadata.labels.team: (absent) -> "a|b"',
+        "      spec.replicas: 3 -> 2",
+        "  - Service shop/old",
+        "stack dev: 0 added, 0 changed, 0 removed, 0 risky"])
+
+
+def test_markdown_format_escapes_cells_and_skips_unchanged_stacks() -> None:
+    assert as_markdown(small_diff(), "main").splitlines() == [
+        "## haai diff against `main`", "",
+        "| stack | added | changed | removed | risky |", "|---|---|---|---|---|",
+        "| prod | 1 | 1 | 1 | 1 |", "| dev | 0 | 0 | 0 | 0 |",
+        "", "### prod", "", "**Risky changes**", "",
+        "- :warning: `Deployment shop/web`: replicas 3 -> 2, below the tier minimum 3",
+        "", "<details><summary>added: <code>Role reader</code> (0 fields)</summary>", "", "", "</details>",
+        "", "<details><summary>changed: <code>Deployment shop/web</code> (2 fields)</summary>", "",
+        "| field | old | new |", "|---|---|---|",
+        '| `metadata.labels.team` | `(absent)` | `"a\\|b"` |', "| `spec.replicas` | `3` | `2` |",
+        "", "</details>",
+        "", "<details><summary>removed: <code>Service shop/old</code> (0 fields)</summary>", "", "", "</details>"]
+
+
+def test_json_format() -> None:
+    [prod, dev] = json.loads(as_json(small_diff()))
+    assert prod["risks"] == [{"resource": "Deployment shop/web", "why": "replicas 3 -> 2, below the tier minimum 3"}]
+    assert [(r["resource"], r["status"], len(r["changes"])) for r in prod["resources"]] == [
+        ("Role reader", "added", 0), ("Deployment shop/web", "changed", 2), ("Service shop/old", "removed", 0)]
+    assert prod["resources"][1]["changes"][1] == {"path": "spec.replicas", "old": 3, "new": 2}
+    assert dev == {"stack": "dev", "resources": [], "risks": []}
+
+
+def test_values_are_shown_whole_up_to_the_limit() -> None:
+    assert show(None) == "(absent)" and show({"b": 1, "a": 0}) == '{"a": 0, "b": 1}'
+    assert show("x" * 118) == '"' + "x" * 118 + '"'  # 120 characters: whole
+    assert show("x" * 119) == '"' + "x" * 118 + "…"  # 121: cut to 120 with the ellipsis
+    assert show("x" * 8, limit=10) == '"xxxxxxxx"' and show("x" * 9, limit=10) == '"xxxxxxxx…'
+
+
+def test_diff_stacks_uses_the_head_tier_floor(monkeypatch: pytest.MonkeyPatch) -> None:
+    base, head = small_sides()
+    sides = ({"prod": {"tier": "prod", "resources": base}}, {"prod": {"tier": "dev", "resources": head}})
+    monkeypatch.setattr(diff, "snapshots", lambda root, ref, stacks: sides)
+    [result] = diff_stacks(PROJECT_ROOT, "main", ["prod"])
+    assert result.stack == "prod" and result.risks == []  # dev's floor is 1: 3 -> 2 is not below it
+    assert [r.resource for r in result.resources] == ["Role reader", "Deployment shop/web", "Service shop/old"]
+    sides[1]["prod"]["tier"] = "prod"
+    [result] = diff_stacks(PROJECT_ROOT, "main", ["prod"])
+    assert [r.why for r in result.risks] == ["replicas 3 -> 2, below the tier minimum 3"]
+
+
+@pytest.mark.parametrize(("tier", "floor"), [("prod", 3), ("staging", 2), ("dev", 1), ("qa", 1), (None, 1)])
+def test_tier_floor_comes_from_the_policy_config(tier: str | None, floor: int) -> None:
+    assert tier_min_replicas(PROJECT_ROOT, tier) == floor

@@ -139,3 +139,158 @@ def test_cli_preflight_exit_codes_against_a_moto_server(tmp_path: Path, monkeypa
         assert "not offered in us-east-1e" in result.stdout
     finally:
         server.stop()
+
+
+# -- the Karpenter path, API errors, and both sides of each threshold ----------------------------------------------
+
+
+def karpenter_stack(instance_types: list[str], *, tags: dict[str, str] | None = None,
+                    limit_cpu: int = 64) -> StackConfig:
+    section: dict[str, Any] = {"cluster_name": "prod", "node_role": "KarpenterNodeRole-prod", "limit_cpu": limit_cpu}
+    if tags:
+        section["subnet_selector_tags"] = tags
+    pool = {"name": "gpu", "backend": "karpenter", "instance_types": instance_types,
+            "zones": ["us-east-1a", "us-east-1b"], "karpenter": section}
+    if not instance_types:
+        section["instance_families"] = ["g5"]
+    return validate_stack_config({"tier": "staging", "gpu_pools": [pool], "inference": [
+        {"name": "svc", "image": "nvcr.io/nvidia/tritonserver:24.08-py3", "resources": {"gpus": 1}}]})
+
+
+def tag(subnet_ids: list[str], key: str, value: str) -> None:
+    boto3.client("ec2", region_name=REGION).create_tags(Resources=subnet_ids, Tags=[{"Key": key, "Value": value}])
+
+
+def quota_client(values: dict[str, float]) -> Any:
+    """A service-quotas client that answers get_service_quota for each code in order of ``values``."""
+    quotas = boto3.client("service-quotas", region_name=REGION)
+    stubber = Stubber(quotas)
+    for code, value in values.items():
+        stubber.add_response("get_service_quota", {"Quota": {"Value": value, "QuotaCode": code}},
+                             {"ServiceCode": "ec2", "QuotaCode": code})
+    stubber.activate()
+    return quotas
+
+
+def with_quotas(values: dict[str, float]) -> Any:
+    quotas = quota_client(values)
+    return lambda s: quotas if s == "service-quotas" else boto3.client(s, region_name=REGION)
+
+
+def test_karpenter_finds_its_subnets_by_the_discovery_tag(aws: dict[str, str]) -> None:
+    tag([aws["us-east-1a"], aws["us-east-1b"]], "karpenter.sh/discovery", "prod")
+    tag([aws["us-east-1c"]], "karpenter.sh/discovery", "another-cluster")
+    checks = by_check(preflight(karpenter_stack(["g5.xlarge"]), with_quotas({"L-DB2E81BA": 64.0})))
+    assert checks["subnet zones"] == Check("gpu", "subnet zones", "pass", "2 subnets in 2 zones: us-east-1a, us-east-1b")
+    assert checks["g5.xlarge offered"].detail == "offered in us-east-1a, us-east-1b"
+    assert checks["EKS cluster"].status == "pass"
+    # Karpenter's vCPU limit is the most the pool can launch: 64 needs a quota of 64, not less.
+    assert checks["vCPU quota (G and VT, on-demand)"] == Check(
+        "gpu", "vCPU quota (G and VT, on-demand)", "pass", "quota 64 vCPUs, pool needs up to 64")
+    checks = by_check(preflight(karpenter_stack(["g5.xlarge"], limit_cpu=65), with_quotas({"L-DB2E81BA": 64.0})))
+    assert checks["vCPU quota (G and VT, on-demand)"].status == "fail"
+
+
+def test_karpenter_subnets_by_custom_tags_in_one_zone_fail(aws: dict[str, str]) -> None:
+    tag([aws["us-east-1a"], aws["us-east-1a-second"]], "team", "ml")
+    checks = by_check(preflight(karpenter_stack(["g5.xlarge"], tags={"team": "ml"}), with_quotas({"L-DB2E81BA": 64.0})))
+    assert checks["subnet zones"] == Check("gpu", "subnet zones", "fail", "2 subnets in 1 zones: us-east-1a; need at "
+                                                                         "least 2 so one zone outage leaves capacity")
+
+
+def test_karpenter_without_subnets_checks_the_configured_zones(aws: dict[str, str]) -> None:
+    checks = by_check(preflight(karpenter_stack(["g5.xlarge"]), with_quotas({"L-DB2E81BA": 64.0})))
+    assert checks["subnet zones"].detail == "0 subnets in 0 zones: none; need at least 2 so one zone outage leaves " \
+                                            "capacity"
+    assert checks["g5.xlarge offered"].detail == "offered in us-east-1a, us-east-1b"  # the pool's own zones
+
+
+def test_karpenter_by_family_quotas_every_family(aws: dict[str, str]) -> None:
+    checks = preflight(karpenter_stack(["g5.xlarge", "p4d.24xlarge"]),
+                       with_quotas({"L-DB2E81BA": 64.0, "L-417A185B": 10.0}))
+    quotas = [c for c in checks if c.check.startswith("vCPU quota")]
+    assert quotas == [Check("gpu", "vCPU quota (G and VT, on-demand)", "pass", "quota 64 vCPUs, pool needs up to 64"),
+                      Check("gpu", "vCPU quota (P, on-demand)", "fail", "quota 10 vCPUs, pool needs up to 64")]
+
+
+def test_karpenter_families_only_are_unknown_offerings(aws: dict[str, str]) -> None:
+    checks = preflight(karpenter_stack([]), with_quotas({"L-DB2E81BA": 64.0}))
+    assert Check("gpu", "offered in every zone", "unknown",
+                 "no instance types listed (Karpenter picks from families)") in checks
+    assert not [c for c in checks if c.check.endswith("GPUs")]  # nothing to compare
+    assert [c.check for c in checks if c.check.startswith("vCPU")] == ["vCPU quota (G and VT, on-demand)"]
+
+
+def failing(service: str, operation: str, code: str) -> Any:
+    """A client factory whose ``service`` client fails ``operation`` with ``code`` (other calls go to moto)."""
+    client = boto3.client(service, region_name=REGION)
+    stubber = Stubber(client)
+    stubber.add_client_error(operation, service_error_code=code, service_message="told so")
+    stubber.activate()
+    return lambda s: client if s == service else boto3.client(s, region_name=REGION)
+
+
+@pytest.mark.parametrize(("operation", "code", "check", "status", "detail"), [
+    ("describe_subnets", "UnauthorizedOperation", "subnet zones", "unknown", "UnauthorizedOperation: told so"),
+    ("describe_subnets", "InvalidSubnetID.NotFound", "subnet zones", "fail", "InvalidSubnetID.NotFound: told so"),
+    ("describe_instance_types", "InvalidInstanceType", "GPUs per node", "fail", "InvalidInstanceType: told so"),
+    ("describe_instance_types", "RequestLimitExceeded", "GPUs per node", "unknown",
+     "RequestLimitExceeded: told so"),
+])
+def test_api_errors_are_unknown_unless_the_thing_is_missing(aws: dict[str, str], operation: str, code: str,
+                                                            check: str, status: str, detail: str) -> None:
+    checks = by_check(preflight(stack([aws["us-east-1a"], aws["us-east-1b"]]), failing("ec2", operation, code)))
+    assert checks[check] == Check("gpu", check, status, detail)
+
+
+def test_an_offerings_error_is_unknown_for_that_type(aws: dict[str, str]) -> None:
+    client = boto3.client("ec2", region_name=REGION)
+    stubber = Stubber(client)
+    stubber.add_response("describe_subnets", {"Subnets": [{"AvailabilityZone": "us-east-1a"},
+                                                          {"AvailabilityZone": "us-east-1b"}]})
+    stubber.add_client_error("describe_instance_type_offerings", service_error_code="Throttling",
+                             service_message="slow down")
+    stubber.activate()
+    checks = by_check(preflight(stack(["subnet-1", "subnet-2"]),
+                                lambda s: client if s == "ec2" else boto3.client(s, region_name=REGION)))
+    assert checks["g5.xlarge offered"] == Check("gpu", "g5.xlarge offered", "unknown", "Throttling: slow down")
+
+
+def test_a_cluster_that_cannot_be_read_is_unknown(aws: dict[str, str]) -> None:
+    checks = by_check(preflight(stack([aws["us-east-1a"], aws["us-east-1b"]]),
+                                failing("eks", "describe_cluster", "AccessDeniedException")))
+    assert checks["EKS cluster"] == Check("gpu", "EKS cluster", "unknown", "prod: AccessDeniedException: told so")
+
+
+@pytest.mark.parametrize(("quota", "status"), [(16.0, "pass"), (15.0, "fail")])
+def test_vcpu_quota_boundary(aws: dict[str, str], quota: float, status: str) -> None:
+    checks = by_check(preflight(stack([aws["us-east-1a"], aws["us-east-1b"]], max_size=4),
+                                with_quotas({"L-DB2E81BA": quota})))
+    assert checks["vCPU quota (G and VT, on-demand)"].status == status  # 4 nodes x 4 vCPUs = 16
+
+
+def test_eks_quota_takes_the_largest_type_of_each_family(aws: dict[str, str]) -> None:
+    config = stack([aws["us-east-1a"], aws["us-east-1b"]], max_size=3)
+    config.gpu_pools[0].instance_types.append("g5.2xlarge")
+    checks = by_check(preflight(config, with_quotas({"L-DB2E81BA": 100.0})))
+    assert checks["vCPU quota (G and VT, on-demand)"].detail == "quota 100 vCPUs, pool needs up to 24"  # 3 x 8
+
+
+@pytest.mark.parametrize(("gpus", "gpus_per_node", "status"), [(1, None, "pass"), (1, 1, "pass"), (1, 2, "fail"),
+                                                                 (2, 2, "fail")])
+def test_gpu_fit_on_both_sides(aws: dict[str, str], gpus: int, gpus_per_node: int | None, status: str) -> None:
+    """g5.xlarge has one A10G (moto reports 22 GiB of GPU memory): one GPU fits; a pool that declares 2 per node
+    does not, whatever the pods ask for."""
+    checks = run(stack([aws["us-east-1a"], aws["us-east-1b"]], gpus=gpus, gpus_per_node=gpus_per_node))
+    check = checks["g5.xlarge GPUs"]
+    assert check.status == status
+    expected = f"1 x A10G (22 GiB GPU memory); largest request {gpus}"
+    assert check.detail == (expected + f"; the pool declares gpus_per_node {gpus_per_node}"
+                            if gpus_per_node == 2 else expected)
+
+
+def test_an_existing_pool_has_nothing_to_check_in_aws() -> None:
+    config = validate_stack_config({"tier": "dev", "gpu_pools": [{"name": "gpu"}], "inference": [
+        {"name": "svc", "image": "nvcr.io/nvidia/tritonserver:24.08-py3", "resources": {"gpus": 1}}]})
+    assert preflight(config, lambda s: pytest.fail(f"no AWS call expected ({s})")) == [
+        Check("gpu", "backend", "unknown", "existing nodes: no AWS capacity to check")]

@@ -226,7 +226,8 @@ def diff(
     project_dir: ProjectOption = None,
 ) -> None:
     """Render each stack at BASE (its own code and config) and in the working tree; show and flag the changes."""
-    from .diff import DiffError, as_json, as_markdown, as_text, diff_stacks
+    from .diff import as_json, as_markdown, as_text, diff_stacks
+    from .revisions import DiffError
 
     if output_format not in ("text", "markdown", "json") or bool(stack) == all_stacks:
         typer.echo("error: give exactly one of --stack or --all-stacks, and --format text|markdown|json", err=True)
