@@ -26,10 +26,11 @@ class Rule:
     config: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def policy(self) -> ResourceValidationPolicy | StackValidationPolicy:
-        schema = PolicyConfigSchema(properties=self.config) if self.config else None
         kind = StackValidationPolicy if self.stack else ResourceValidationPolicy
         # No level of its own: the pack's (mandatory, policies/__main__.py) applies until a tier config lowers it.
-        return kind(name=self.id, description=self.description, validate=self.validate, config_schema=schema,
+        # An empty schema is sent as none (pulumi_policy sends only what the properties hold).
+        return kind(name=self.id, description=self.description, validate=self.validate,
+                    config_schema=PolicyConfigSchema(properties=self.config),
                     remediation_steps=self.remediation, tags=self.equivalent_tools())
 
     def equivalent_tools(self) -> list[str]:

@@ -20,7 +20,7 @@ def _node_launch_problems(resource_type: str, props: Any) -> list[str]:
         volumes = [dig(m, "ebs", "encrypted") for m in props.get("blockDeviceMappings") or []]
     else:
         tokens = dig(props, "spec", "metadataOptions", "httpTokens")
-        volumes = [dig(m, "ebs", "encrypted") for m in dig(props, "spec", "blockDeviceMappings", default=[]) or []]
+        volumes = [dig(m, "ebs", "encrypted") for m in dig(props, "spec", "blockDeviceMappings") or []]
     problems = [] if tokens == "required" else [f"IMDSv2 is not required (httpTokens {tokens!r})"]
     if not volumes or any(str(v).lower() != "true" for v in volumes):
         problems.append("a root volume is not encrypted")
@@ -30,7 +30,7 @@ def _node_launch_problems(resource_type: str, props: Any) -> list[str]:
 def _zone_count(resource_type: str, props: Any) -> tuple[int, str]:
     if resource_type == NODE_GROUP:
         return len(props.get("subnetIds") or []), "subnets (preflight resolves their zones)"
-    requirements = dig(props, "spec", "template", "spec", "requirements", default=[]) or []
+    requirements = dig(props, "spec", "template", "spec", "requirements") or []
     zones = [v for r in requirements if r.get("key") == ZONE and r.get("operator") == "In" for v in r.get("values") or []]
     return len(set(zones)), "zones"
 

@@ -96,5 +96,5 @@ def replicas(props: dict[str, Any]) -> int:
 
 def workload_group(props: dict[str, Any]) -> tuple[str, str]:
     """Workloads that form one application: same namespace and app.kubernetes.io/instance (or name)."""
-    labels = dig(props, "metadata", "labels", default={}) or {}
+    labels = dig(props, "metadata", "labels") or {}
     return namespace_of(props), labels.get("app.kubernetes.io/instance") or dig(props, "metadata", "name")

@@ -40,7 +40,7 @@ def _restricted_problems(pod: dict[str, Any]) -> list[str]:
             problems.append(f"container {name} allows privilege escalation")
         if context.get("privileged"):
             problems.append(f"container {name} is privileged")
-        if "ALL" not in (dig(context, "capabilities", "drop", default=[]) or []):
+        if "ALL" not in (dig(context, "capabilities", "drop") or []):
             problems.append(f"container {name} does not drop ALL capabilities")
         seccomp = dig(context, "seccompProfile", "type") or dig(pod_context, "seccompProfile", "type")
         if seccomp not in ("RuntimeDefault", "Localhost"):

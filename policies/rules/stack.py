@@ -44,7 +44,7 @@ def _default_deny(args: Any, report: Any) -> None:
         deny = [p for p in _policies(args.resources) if namespace_of(p) == namespace
                 and dig(p, "spec", "podSelector") in ({}, None)
                 and not dig(p, "spec", "ingress") and not dig(p, "spec", "egress")
-                and "Ingress" in (dig(p, "spec", "policyTypes", default=[]) or [])]
+                and "Ingress" in (dig(p, "spec", "policyTypes") or [])]
         if not deny:
             report(f"namespace {namespace} runs workloads but has no default-deny NetworkPolicy.")
 
@@ -78,11 +78,11 @@ def _redis_ha(args: Any, report: Any) -> None:
         statefulsets = [r for r in args.resources if r.resource_type == STATEFULSET
                         and namespace_of(r.props) == namespace_of(config_map.props)
                         and any(v.get("configMap", {}).get("name") == dig(config_map.props, "metadata", "name")
-                                for v in dig(r.props, "spec", "template", "spec", "volumes", default=[]) or [])]
+                                for v in dig(r.props, "spec", "template", "spec", "volumes") or [])]
         for sts in statefulsets:
             if not dig(sts.props, "spec", "volumeClaimTemplates"):
                 report(f"{object_name(sts.props)}: Redis data is not on a PersistentVolumeClaim.", sts.urn)
-            env = [e for c in dig(sts.props, "spec", "template", "spec", "containers", default=[]) or []
+            env = [e for c in dig(sts.props, "spec", "template", "spec", "containers") or []
                    for e in c.get("env") or []]
             passwords = [e for e in env if e.get("name") == "REDIS_PASSWORD"]
             if not passwords or not all(dig(e, "valueFrom", "secretKeyRef") for e in passwords):
@@ -91,7 +91,7 @@ def _redis_ha(args: Any, report: Any) -> None:
         zone_of = {}
         for sts in statefulsets:
             terms = dig(sts.props, "spec", "template", "spec", "affinity", "nodeAffinity",
-                        "requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms", default=[]) or []
+                        "requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms") or []
             zones = [v for t in terms for e in t.get("matchExpressions") or [] for v in e.get("values") or []]
             for ordinal in range(int(dig(sts.props, "spec", "replicas", default=1))):
                 zone_of[f"{dig(sts.props, 'metadata', 'name')}-{ordinal}"] = tuple(zones)
@@ -105,7 +105,7 @@ def _allows(policy: dict[str, Any], direction: str, peer_labels: dict[str, str],
             own_namespace: str, port: int) -> bool:
     """Does one NetworkPolicy rule list of ``direction`` ('ingress' from / 'egress' to) admit the peer on ``port``?"""
     peers_key = "from" if direction == "ingress" else "to"
-    for rule in dig(policy, "spec", direction, default=[]) or []:
+    for rule in dig(policy, "spec", direction) or []:
         ports = rule.get("ports") or []
         if ports and not any(int(p.get("port", port)) == port for p in ports if not isinstance(p.get("port"), str)):
             continue
@@ -127,7 +127,7 @@ def _reachable(policies: list[dict[str, Any]], direction: str, pod_labels: dict[
     """Kubernetes semantics: unselected pods allow all; selected pods allow what any selecting policy allows."""
     policy_type = "Ingress" if direction == "ingress" else "Egress"
     selecting = [p for p in policies if namespace_of(p) == namespace
-                 and policy_type in (dig(p, "spec", "policyTypes", default=[]) or [])
+                 and policy_type in (dig(p, "spec", "policyTypes") or [])
                  and matches(dig(p, "spec", "podSelector"), pod_labels)]
     return not selecting or any(_allows(p, direction, peer_labels, peer_namespace, namespace, port) for p in selecting)
 
@@ -137,10 +137,10 @@ def _redis_reachable(args: Any, report: Any) -> None:
     pods = _workload_pods(args.resources)
     clusters = {namespace_of(r.props): r for r, _ in _redis_clusters(args.resources)}
     for client, template in pods:
-        env = [e for c in dig(template, "spec", "containers", default=[]) or [] for e in c.get("env") or []]
+        env = [e for c in dig(template, "spec", "containers") or [] for e in c.get("env") or []]
         if not any(e.get("name") == "REDIS_CLUSTER_NODES" for e in env):
             continue
-        client_labels = dig(template, "metadata", "labels", default={}) or {}
+        client_labels = dig(template, "metadata", "labels") or {}
         namespace = namespace_of(client.props)
         members = [(r, t) for r, t in pods if r.resource_type == STATEFULSET and namespace_of(r.props) == namespace
                    and namespace in clusters]
@@ -148,7 +148,7 @@ def _redis_reachable(args: Any, report: Any) -> None:
             report(f"{object_name(client.props)} is configured for Redis but no Redis Cluster runs in {namespace}.",
                    client.urn)
             continue
-        redis_labels = dig(members[0][1], "metadata", "labels", default={}) or {}
+        redis_labels = dig(members[0][1], "metadata", "labels") or {}
         if not _reachable(policies, "egress", client_labels, namespace, redis_labels, namespace, 6379):
             report(f"{object_name(client.props)}: its NetworkPolicies block egress to Redis on 6379 (an outage).",
                    client.urn)

@@ -61,7 +61,7 @@ def _pdb_coverage(args: Any, report: Any) -> None:
         if total < 2:
             continue
         for member in members:
-            labels = dig(member.props, "spec", "template", "metadata", "labels", default={}) or {}
+            labels = dig(member.props, "spec", "template", "metadata", "labels") or {}
             covering = [b for b in budgets if namespace_of(b.props) == namespace
                         and matches(dig(b.props, "spec", "selector"), labels)]
             if not covering:
@@ -73,7 +73,7 @@ def _pdb_coverage(args: Any, report: Any) -> None:
 
 
 def _affinity_terms(pod: dict[str, Any], kind: str) -> list[dict[str, Any]]:
-    anti = dig(pod, "affinity", kind, default={}) or {}
+    anti = dig(pod, "affinity", kind) or {}
     terms = list(anti.get("requiredDuringSchedulingIgnoredDuringExecution") or [])
     terms += [t.get("podAffinityTerm", {}) for t in anti.get("preferredDuringSchedulingIgnoredDuringExecution") or []]
     return terms
@@ -88,7 +88,7 @@ def _spreads_over(pod: dict[str, Any], topology: str) -> bool:
 def _pinned_to_one_zone(pod: dict[str, Any]) -> bool:
     """Zone-pinned groups (one StatefulSet per zone) spread by construction."""
     terms = dig(pod, "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution",
-                "nodeSelectorTerms", default=[]) or []
+                "nodeSelectorTerms") or []
     return any(e.get("key") == ZONE and e.get("operator") == "In" and len(e.get("values") or []) == 1
                for term in terms for e in term.get("matchExpressions") or [])
 
@@ -96,7 +96,7 @@ def _pinned_to_one_zone(pod: dict[str, Any]) -> bool:
 def _spread(args: Any, report: Any) -> None:
     if args.resource_type not in REPLICATED or replicas(args.props) < 2:
         return
-    pod = dig(args.props, "spec", "template", "spec", default={}) or {}
+    pod = dig(args.props, "spec", "template", "spec") or {}
     if not _spreads_over(pod, HOSTNAME):
         report(f"{object_name(args.props)}: no hostname anti-affinity or spread, so replicas can share a node.")
     if setting(args, "requireZoneSpread", ZONE_SPREAD) and not (_spreads_over(pod, ZONE) or _pinned_to_one_zone(pod)):
