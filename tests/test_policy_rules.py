@@ -324,6 +324,7 @@ PDB_CASES: list[tuple[str, Objects, list[str]]] = [
     ("minAvailable 3 of 3", [deployment(), budget(minAvailable=3)], [BLOCKED]),
     ("minAvailable 99%", [deployment(), budget(minAvailable="99%")], []),
     ("minAvailable 100%", [deployment(), budget(minAvailable="100%")], [BLOCKED]),
+    ("budget with neither field", [deployment(), budget()], []),
     ("no budget", [deployment()], [UNCOVERED]),
     ("budget in another namespace", [deployment(), budget(namespace="other", maxUnavailable=1)], [UNCOVERED]),
     ("budget selects other pods", [deployment(), {**budget(maxUnavailable=1), "spec": {

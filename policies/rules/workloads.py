@@ -41,13 +41,14 @@ def _min_replicas(args: Any, report: Any) -> None:
 
 
 def _disruption_allowed(pdb_spec: dict[str, Any], total: int) -> bool:
+    """Can a drain evict one pod? A budget with neither field sets no floor (Kubernetes' disruption controller)."""
     if "maxUnavailable" in pdb_spec:
         value = pdb_spec["maxUnavailable"]
-        return (int(value.rstrip("%")) > 0) if isinstance(value, str) else int(value) > 0
-    value = pdb_spec.get("minAvailable", 0)
-    if isinstance(value, str):
-        return int(value.rstrip("%")) < 100
-    return int(value) < total
+        return (int(value.removesuffix("%")) > 0) if isinstance(value, str) else int(value) > 0
+    if "minAvailable" in pdb_spec:
+        value = pdb_spec["minAvailable"]
+        return int(value.removesuffix("%")) < 100 if isinstance(value, str) else int(value) < total
+    return True
 
 
 def _pdb_coverage(args: Any, report: Any) -> None:
