@@ -1,16 +1,22 @@
-"""Run mutmut on the library, the policy rules and the tooling's decision logic: ``python -m tests.mutation run``.
+"""Run mutmut on the library, the policy rules and the tooling's decision logic.
 
 mutmut names every mutant after its file's path, and the tests must import the mutated code under the
 same name. The packages live in components/ and tools/ but import as ha_ai_stack and ha_ai_stack_tools,
-so this lays out a workspace, .mutation/, whose src/ links each package under its import name, links
-everything else the tests read, and runs mutmut there with the [tool.mutmut] settings of pyproject.toml.
-Any arguments go to mutmut: ``run``, ``run "ha_ai_stack.names*"``, ``results``, ``show <mutant>``; a run of
-only ``policies.*`` or ``ha_ai_stack_tools.*`` patterns uses a workspace of its own (SCOPES), and ``results policies.``
-reads it.
+so this lays out a workspace whose src/ links each package under its import name, links everything else
+the tests read, and runs mutmut there with the [tool.mutmut] settings of pyproject.toml.
+
+    python -m tests.mutation run                      # every module, every test (the library's workspace)
+    python -m tests.mutation run "ha_ai_stack.names*" # one module
+    python -m tests.mutation policies run             # the policy rules, judged by the policy tests
+    python -m tests.mutation tools run                # the tooling's decisions, judged by its tests
+    python -m tests.mutation policies score           # per-module score from mutmut's own verdicts
+
+Other arguments go to mutmut (``results``, ``show <mutant>``).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import pickle
@@ -18,17 +24,38 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKSPACE = ROOT / ".mutation"
-# Runs limited to the policy rules or to the tooling are judged by those parts' own tests, in workspaces of their
-# own (a different test selection makes mutmut drop every cached result). Fewer tests per mutant: each worker
-# collects less, so such a run goes about twice as fast. Other tests reaching that code could only kill more.
-SCOPES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "policies.": ("rules-only", ("tests/test_policy_rules.py", "tests/test_policies.py")),
-    "ha_ai_stack_tools.": ("tools-only", ("tests/test_diff_risks.py", "tests/test_preflight.py",
-                                          "tests/test_cluster_preflight.py")),
+EQUIVALENTS = ROOT / "tests" / "mutation_equivalents.txt"
+
+
+TOOLS = ("src/ha_ai_stack_tools/diff.py", "src/ha_ai_stack_tools/preflight.py", "src/ha_ai_stack_tools/cluster_preflight.py")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What one workspace mutates, and which tests judge it (None: the [tool.mutmut] settings as they are)."""
+
+    folder: Path
+    scored: tuple[str, ...]  # the files its score covers
+    only_mutate: tuple[str, ...] | None = None
+    tests: tuple[str, ...] | None = None
+    renders_fixed: bool = False  # the mutated code cannot change a stack render (tests/conftest.stack_capture)
+
+
+# The policy rules and the tooling are judged by their own tests, in workspaces of their own (a different test
+# selection makes mutmut drop every cached result). Fewer tests per mutant means less to collect in each worker;
+# other tests reaching that code could only kill more.
+SCOPES: dict[str, Scope] = {
+    "library": Scope(WORKSPACE, ("src/ha_ai_stack/*",)),
+    "policies": Scope(WORKSPACE / "rules-only", ("src/policies/rules/*",), ("src/policies/rules/*",),
+                      ("tests/test_policy_rules.py", "tests/test_policies.py"), renders_fixed=True),
+    "tools": Scope(WORKSPACE / "tools-only", TOOLS, TOOLS,
+                   ("tests/test_diff_risks.py", "tests/test_preflight.py", "tests/test_cluster_preflight.py"),
+                   renders_fixed=True),
 }
 PACKAGES = {"src/ha_ai_stack": "components", "src/ha_ai_stack_tools": "tools", "src/policies": "policies"}
 LINKED = ("tests", "components", "tools", "policies", ".github", "stacks", "provider", "examples", "docs", "bench",
@@ -37,7 +64,9 @@ LINKED = ("tests", "components", "tools", "policies", ".github", "stacks", "prov
 # files by path (generated-file checks, the README tables)
 
 
-def lay_out(workspace: Path, tests: tuple[str, ...] | None) -> None:
+def lay_out(scope: Scope) -> None:
+    workspace = scope.folder
+    workspace.mkdir(parents=True, exist_ok=True)
     # mutmut walks src/ without following directory links: real folders, each file a link to the original.
     shutil.rmtree(workspace / "src", ignore_errors=True)
     for mirror, source in PACKAGES.items():
@@ -51,19 +80,45 @@ def lay_out(workspace: Path, tests: tuple[str, ...] | None) -> None:
         if not link.is_symlink():
             link.symlink_to(ROOT / name, target_is_directory=(ROOT / name).is_dir())
     settings = (ROOT / "pyproject.toml").read_text()
-    if tests is not None:
-        settings = re.sub(r"(?ms)^pytest_add_cli_args_test_selection = \[.*?^\]$",
-                          "pytest_add_cli_args_test_selection = " + json.dumps(list(tests)), settings)
+    for key, values in (("only_mutate", scope.only_mutate), ("pytest_add_cli_args_test_selection", scope.tests)):
+        if values is not None:
+            settings = re.sub(rf"(?ms)^{key} = \[.*?^\]$", f"{key} = {json.dumps(list(values))}", settings)
     (workspace / "pyproject.toml").unlink(missing_ok=True)
     (workspace / "pyproject.toml").write_text(settings)
 
 
-def scope_of(patterns: list[str]) -> tuple[Path, tuple[str, ...] | None, bool]:
-    """(workspace, test files or None for the whole selection, whether saved renders may be used)."""
-    for prefix, (folder, tests) in SCOPES.items():
-        if patterns and all(p.startswith(prefix) for p in patterns):
-            return WORKSPACE / folder, tests, True
-    return WORKSPACE, None, False
+def score(scope: Scope) -> str:
+    """A table per module of mutmut's own verdicts (its mutants/*.meta files), with the listed equivalents apart.
+    Score = killed / (mutants - equivalents), as mutmut counts it (no-test and survived mutants count against)."""
+    from mutmut.stats import status_by_exit_code
+
+    equivalent = {line.split()[0] for line in EQUIVALENTS.read_text().splitlines() if line and not line.startswith("#")}
+    rows = ["| module | mutants | killed | survived | no tests | equivalent | not run | score |", "|---|---|---|---|---|---|---|---|"]
+    totals = [0] * 6
+    for meta in sorted((scope.folder / "mutants" / "src").rglob("*.py.meta")):
+        verdicts = json.loads(meta.read_text())["exit_code_by_key"]
+        source = str(meta.relative_to(scope.folder / "mutants")).removesuffix(".meta")
+        if not verdicts or not any(fnmatch.fnmatch(source, pattern) for pattern in scope.scored):
+            continue
+        status = {name: status_by_exit_code[code] for name, code in verdicts.items()}
+        counts = [len(status),
+                  sum(v in ("killed", "timeout", "caught by type check") for v in status.values()),
+                  sum(v == "survived" and n not in equivalent for n, v in status.items()),
+                  sum(v == "no tests" for v in status.values()),
+                  sum(v == "survived" and n in equivalent for n, v in status.items()),
+                  sum(v == "not checked" for v in status.values())]
+        totals = [t + c for t, c in zip(totals, counts)]
+        module = ".".join(meta.relative_to(scope.folder / "mutants" / "src").with_suffix("").with_suffix("").parts)
+        rows.append(_row(module, counts))
+    rows.append(_row("**all**", totals))
+    return "\n".join(rows)
+
+
+def _row(module: str, counts: list[int]) -> str:
+    total, killed, survived, no_tests, equivalent, not_run = counts
+    judged = total - equivalent - not_run
+    percent = f"{100 * killed / judged:.1f} %" if judged else "-"
+    return f"| `{module}` | {total} | {killed} | {survived} | {no_tests} | {equivalent} | {not_run} | {percent} |"
 
 
 def save_captures() -> Path:
@@ -85,19 +140,19 @@ def main(argv: list[str]) -> int:
     if shutil.which("mutmut", path=os.path.dirname(sys.executable)) is None:
         print("mutmut is not installed: pip install -e '.[mutation]'", file=sys.stderr)
         return 2
+    scope = SCOPES[argv.pop(0)] if argv and argv[0] in SCOPES else SCOPES["library"]
     argv = argv or ["run"]
-    workspace, tests, renders_fixed = scope_of(argv[1:])
-    if argv[0] == "results":  # `results policies.` reads the policy rules' workspace
-        argv = argv[:1]
-    workspace.mkdir(parents=True, exist_ok=True)
-    lay_out(workspace, tests)
+    if argv == ["score"]:
+        print(score(scope))
+        return 0
+    lay_out(scope)
     # The CRD schemas stay beside the project, not beside mutmut's copy of it.
     env = {**os.environ, "HAAI_SHARED_SCHEMAS": os.environ.get("HAAI_SHARED_SCHEMAS",
                                                                str(ROOT.parent / "shared" / "schemas"))}
-    if renders_fixed and argv[0] == "run":
+    if scope.renders_fixed and argv[0] == "run":
         env["HAAI_MUTATION_CAPTURES"] = str(save_captures())
     mutmut = os.path.join(os.path.dirname(sys.executable), "mutmut")
-    return subprocess.run([mutmut, *argv], cwd=workspace, env=env).returncode
+    return subprocess.run([mutmut, *argv], cwd=scope.folder, env=env).returncode
 
 
 if __name__ == "__main__":

@@ -331,6 +331,15 @@ PDB_CASES: list[tuple[str, Objects, list[str]]] = [
         "maxUnavailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": "api"}}}}], [UNCOVERED]),
     ("one blocking and one allowing budget", [deployment(), budget("a", minAvailable=3), budget("b", maxUnavailable=1)],
      []),
+    *[(f"budget selects by {operator} {values or ''}".strip() + f" on {key}",
+       [deployment(), {**budget(maxUnavailable=1), "spec": {"maxUnavailable": 1, "selector": {"matchExpressions": [
+           {"key": key, "operator": operator, **({"values": values} if values else {})}]}}}],
+       [] if covers else [UNCOVERED])
+      for operator, key, values, covers in [
+          ("In", "app.kubernetes.io/name", ["api", "web"], True), ("In", "app.kubernetes.io/name", ["api"], False),
+          ("NotIn", "app.kubernetes.io/name", ["api"], True), ("NotIn", "app.kubernetes.io/name", ["web"], False),
+          ("Exists", "app.kubernetes.io/name", None, True), ("Exists", "team", None, False),
+          ("DoesNotExist", "team", None, True), ("DoesNotExist", "app.kubernetes.io/name", None, False)]],
     ("one replica needs no budget", [deployment(replicas=1)], []),
     ("two replicas need one", [deployment(replicas=2)], [f"{WHO} has 2 replicas and no PodDisruptionBudget selects "
                                                          "its pods."]),
@@ -567,6 +576,7 @@ REACH_CASES: list[tuple[str, Objects, list[str]]] = [
     ("egress to another port", reach([{**TO_REDIS, "ports": [{"port": 6380}]}], [FROM_CLIENTS]), [NO_EGRESS]),
     ("egress on a named port only", reach([{**TO_REDIS, "ports": [{"port": "redis"}]}], [FROM_CLIENTS]), [NO_EGRESS]),
     ("egress on every port", reach([{"to": TO_REDIS["to"]}], [FROM_CLIENTS]), []),
+    ("egress on every TCP port", reach([{**TO_REDIS, "ports": [{"protocol": "TCP"}]}], [FROM_CLIENTS]), []),
     ("egress to everyone on 6379", reach([{"ports": TO_REDIS["ports"]}], [FROM_CLIENTS]), []),
     ("egress to an IP block only", reach([{**TO_REDIS, "to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}],
                                          [FROM_CLIENTS]), [NO_EGRESS]),
