@@ -10,6 +10,8 @@ the tests read, and runs mutmut there with the [tool.mutmut] settings of pyproje
     python -m tests.mutation policies run             # the policy rules, judged by the policy tests
     python -m tests.mutation tools run                # the tooling's decisions, judged by its tests
     python -m tests.mutation policies score           # per-module score from mutmut's own verdicts
+    python -m tests.mutation tools run "ha_ai_stack_tools.*__mutmut_*[05]"   # a one-in-five sample
+    python -m tests.mutation tools score --sample     # the score of that sample
 
 Other arguments go to mutmut (``results``, ``show <mutant>``).
 """
@@ -87,16 +89,21 @@ def lay_out(scope: Scope) -> None:
     (workspace / "pyproject.toml").write_text(settings)
 
 
-def score(scope: Scope) -> str:
+SAMPLE = "*__mutmut_*[05]"  # one mutant in five: those numbered ...0 and ...5 in each function
+
+
+def score(scope: Scope, sample: bool = False) -> str:
     """A table per module of mutmut's own verdicts (its mutants/*.meta files), with the listed equivalents apart.
-    Score = killed / (mutants - equivalents), as mutmut counts it (no-test and survived mutants count against)."""
+    Score = killed / (mutants - equivalents), as mutmut counts it (no-test and survived mutants count against).
+    ``sample``: only the mutants a ``run "<package>.SAMPLE"`` ran."""
     from mutmut.stats import status_by_exit_code
 
     equivalent = {line.split()[0] for line in EQUIVALENTS.read_text().splitlines() if line and not line.startswith("#")}
     rows = ["| module | mutants | killed | survived | no tests | equivalent | not run | score |", "|---|---|---|---|---|---|---|---|"]
     totals = [0] * 6
     for meta in sorted((scope.folder / "mutants" / "src").rglob("*.py.meta")):
-        verdicts = json.loads(meta.read_text())["exit_code_by_key"]
+        verdicts = {name: code for name, code in json.loads(meta.read_text())["exit_code_by_key"].items()
+                    if not sample or fnmatch.fnmatch(name, SAMPLE)}
         source = str(meta.relative_to(scope.folder / "mutants")).removesuffix(".meta")
         if not verdicts or not any(fnmatch.fnmatch(source, pattern) for pattern in scope.scored):
             continue
@@ -142,8 +149,8 @@ def main(argv: list[str]) -> int:
         return 2
     scope = SCOPES[argv.pop(0)] if argv and argv[0] in SCOPES else SCOPES["library"]
     argv = argv or ["run"]
-    if argv == ["score"]:
-        print(score(scope))
+    if argv[0] == "score":
+        print(score(scope, sample=argv[1:] == ["--sample"]))
         return 0
     lay_out(scope)
     # The CRD schemas stay beside the project, not beside mutmut's copy of it.

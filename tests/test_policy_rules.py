@@ -77,6 +77,12 @@ def budget(name: str = "web", namespace: str = NS, **spec: Any) -> dict[str, Any
             "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": "web"}}, **spec}}
 
 
+def unnamespaced(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The object as a manifest without metadata.namespace (the API server puts it in "default")."""
+    del manifest["metadata"]["namespace"]
+    return manifest
+
+
 def pod_of(manifest: dict[str, Any]) -> dict[str, Any]:
     return manifest["spec"]["template"]["spec"]
 
@@ -125,6 +131,7 @@ RESTRICTED: list[tuple[str, Objects, list[str]]] = [
     ("hostNetwork", web(lambda p: p.update(hostNetwork=True)), [f"{WHO}: hostNetwork is true."]),
     ("hostPID", web(lambda p: p.update(hostPID=True)), [f"{WHO}: hostPID is true."]),
     ("hostIPC", web(lambda p: p.update(hostIPC=True)), [f"{WHO}: hostIPC is true."]),
+    ("no namespace", [unnamespaced(web(lambda p: p.update(hostPID=True))[0])], ["web: hostPID is true."]),
     ("hostNetwork false", web(lambda p: p.update(hostNetwork=False, hostPID=False, hostIPC=False)), []),
     ("hostPath", web(lambda p: p.update(volumes=[{"name": "data", "hostPath": {"path": "/data"}}])),
      [f"{WHO}: volume data is a hostPath."]),
@@ -435,11 +442,14 @@ DENY_CASES: list[tuple[str, Objects, list[str]]] = [
      [f"namespace {NS} runs workloads but has no default-deny NetworkPolicy."]),
     ("deny in another namespace", [deployment(), network_policy("deny", namespace="other")],
      [f"namespace {NS} runs workloads but has no default-deny NetworkPolicy."]),
-    ("selects some pods only", [deployment(), network_policy("deny", {"matchLabels": {"a": "b"}})],
+    ("selects some pods only", [deployment(), network_policy("deny", selector={"matchLabels": {"a": "b"}})],
      [f"namespace {NS} runs workloads but has no default-deny NetworkPolicy."]),
     ("allows egress", [deployment(), network_policy("deny", egress=[{}])],
      [f"namespace {NS} runs workloads but has no default-deny NetworkPolicy."]),
     ("no workloads", [network_policy("deny", namespace="other")], []),
+    ("no namespace means default", [unnamespaced(deployment()), network_policy("deny", namespace="default")], []),
+    ("nothing in default", [unnamespaced(deployment())],
+     ["namespace default runs workloads but has no default-deny NetworkPolicy."]),
 ]
 
 
@@ -472,7 +482,7 @@ def redis_set(zone: str, shards: int = 3, zone_values: tuple[str, ...] | None = 
                          "resources": {"requests": {"storage": "10Gi"}}}}],
                      "template": {"metadata": {"labels": labels}, "spec": {
                          "containers": [{"name": "redis", "env": [{"name": "REDIS_PASSWORD", **secret}]}],
-                         "volumes": [{"name": "config", "configMap": {"name": CONFIG}}],
+                         "volumes": [{"name": "run", "emptyDir": {}}, {"name": "config", "configMap": {"name": CONFIG}}],
                          "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
                              "nodeSelectorTerms": [{"matchExpressions": [{
                                  "key": ZONE_KEY, "operator": "In",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 WORKLOAD_TEMPLATE_PATH: dict[str, tuple[str, ...]] = {
@@ -21,13 +21,11 @@ HOSTNAME = "kubernetes.io/hostname"
 ZONE = "topology.kubernetes.io/zone"
 
 
-def dig(value: Any, *path: str | int, default: Any = None) -> Any:
-    """Follow ``path`` through maps and lists. The engine's props are read-only Mapping/Sequence proxies
-    (which raise on unknown values in a preview), not dicts and lists, so test for the ABCs."""
+def dig(value: Any, *path: str, default: Any = None) -> Any:
+    """Follow ``path`` through maps. The engine's props are read-only Mapping proxies (which raise on unknown
+    values in a preview), not dicts, so test for the ABC."""
     for key in path:
         if isinstance(value, Mapping) and key in value:
-            value = value[key]
-        elif isinstance(value, Sequence) and not isinstance(value, str) and isinstance(key, int) and key < len(value):
             value = value[key]
         else:
             return default
