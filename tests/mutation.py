@@ -12,6 +12,7 @@ the tests read, and runs mutmut there with the [tool.mutmut] settings of pyproje
     python -m tests.mutation policies score           # per-module score from mutmut's own verdicts
     python -m tests.mutation tools run "ha_ai_stack_tools.*__mutmut_*[05]"   # a one-in-five sample
     python -m tests.mutation tools score --sample     # the score of that sample
+    python -m tests.mutation tools run $(python -m tests.mutation tools pending --sample)  # survivors, not-run
 
 Other arguments go to mutmut (``results``, ``show <mutant>``).
 """
@@ -92,22 +93,41 @@ def lay_out(scope: Scope) -> None:
 SAMPLE = "*__mutmut_*[05]"  # one mutant in five: those numbered ...0 and ...5 in each function
 
 
+def verdicts(scope: Scope, sample: bool) -> dict[str, dict[str, str]]:
+    """mutmut's verdict on each mutant of each scored module (its mutants/*.meta files)."""
+    from mutmut.stats import status_by_exit_code
+
+    found = {}
+    for meta in sorted((scope.folder / "mutants" / "src").rglob("*.py.meta")):
+        source = str(meta.relative_to(scope.folder / "mutants")).removesuffix(".meta")
+        if any(fnmatch.fnmatch(source, pattern) for pattern in scope.scored):
+            module = ".".join(Path(source).with_suffix("").parts[1:])
+            found[module] = {name: status_by_exit_code[code]
+                             for name, code in json.loads(meta.read_text())["exit_code_by_key"].items()
+                             if not sample or fnmatch.fnmatch(name, SAMPLE)}
+    return {module: status for module, status in found.items() if status}
+
+
+def pending(scope: Scope, sample: bool) -> list[str]:
+    """Mutants to run again: not run yet, or survived and not listed as equivalent."""
+    equivalent = listed_equivalents()
+    return [name for status in verdicts(scope, sample).values() for name, verdict in status.items()
+            if verdict == "not checked" or (verdict == "survived" and name not in equivalent)]
+
+
+def listed_equivalents() -> set[str]:
+    return {line.split()[0] for line in EQUIVALENTS.read_text().splitlines() if line and not line.startswith("#")}
+
+
 def score(scope: Scope, sample: bool = False) -> str:
     """A table per module of mutmut's own verdicts (its mutants/*.meta files), with the listed equivalents apart.
     Score = killed / (mutants - equivalents), as mutmut counts it (no-test and survived mutants count against).
     ``sample``: only the mutants a ``run "<package>.SAMPLE"`` ran."""
-    from mutmut.stats import status_by_exit_code
-
-    equivalent = {line.split()[0] for line in EQUIVALENTS.read_text().splitlines() if line and not line.startswith("#")}
-    rows = ["| module | mutants | killed | survived | no tests | equivalent | not run | score |", "|---|---|---|---|---|---|---|---|"]
+    equivalent = listed_equivalents()
+    rows = ["| module | mutants | killed | survived | no tests | equivalent | not run | score |",
+            "|---|---|---|---|---|---|---|---|"]
     totals = [0] * 6
-    for meta in sorted((scope.folder / "mutants" / "src").rglob("*.py.meta")):
-        verdicts = {name: code for name, code in json.loads(meta.read_text())["exit_code_by_key"].items()
-                    if not sample or fnmatch.fnmatch(name, SAMPLE)}
-        source = str(meta.relative_to(scope.folder / "mutants")).removesuffix(".meta")
-        if not verdicts or not any(fnmatch.fnmatch(source, pattern) for pattern in scope.scored):
-            continue
-        status = {name: status_by_exit_code[code] for name, code in verdicts.items()}
+    for module, status in verdicts(scope, sample).items():
         counts = [len(status),
                   sum(v in ("killed", "timeout", "caught by type check") for v in status.values()),
                   sum(v == "survived" and n not in equivalent for n, v in status.items()),
@@ -115,7 +135,6 @@ def score(scope: Scope, sample: bool = False) -> str:
                   sum(v == "survived" and n in equivalent for n, v in status.items()),
                   sum(v == "not checked" for v in status.values())]
         totals = [t + c for t, c in zip(totals, counts)]
-        module = ".".join(meta.relative_to(scope.folder / "mutants" / "src").with_suffix("").with_suffix("").parts)
         rows.append(_row(module, counts))
     rows.append(_row("**all**", totals))
     return "\n".join(rows)
@@ -149,8 +168,9 @@ def main(argv: list[str]) -> int:
         return 2
     scope = SCOPES[argv.pop(0)] if argv and argv[0] in SCOPES else SCOPES["library"]
     argv = argv or ["run"]
-    if argv[0] == "score":
-        print(score(scope, sample=argv[1:] == ["--sample"]))
+    if argv[0] in ("score", "pending"):
+        sample = argv[1:] == ["--sample"]
+        print(score(scope, sample) if argv[0] == "score" else "\n".join(pending(scope, sample)))
         return 0
     lay_out(scope)
     # The CRD schemas stay beside the project, not beside mutmut's copy of it.

@@ -293,6 +293,11 @@ def test_no_literal_secret_env(pack: Any, case: str, objects: Objects, expected:
     assert findings(pack, "no-literal-secret-env", objects) == expected
 
 
+def test_a_container_without_an_image(pack: Any) -> None:
+    assert findings(pack, "image-pinned", web_container(lambda c: c.pop("image"))) == [
+        f"{WHO} container server: image '' is not a valid image reference."]
+
+
 def test_image_digest_setting(pack: Any) -> None:
     by_tag = [deployment()]
     by_digest = web_container(lambda c: c.update(image="shop/web@sha256:" + "a" * 64))
@@ -529,6 +534,10 @@ REDIS_CASES: list[tuple[str, Objects, list[str]]] = [
     ("one container without the Secret", redis(sets=[changed(redis_set("a"), second_container_without_secret),
                                                      redis_set("b")]),
      [f"{NS}/redis-a: Redis auth must come from a Secret (REDIS_PASSWORD via secretKeyRef in every container)."]),
+    ("password from a ConfigMap", redis(sets=[changed(redis_set("a"), lambda s: s["spec"]["template"]["spec"][
+        "containers"][0].update(env=[{"name": "REDIS_PASSWORD", "valueFrom": {"configMapKeyRef": {
+            "name": "redis", "key": "password"}}}])), redis_set("b")]),
+     [f"{NS}/redis-a: Redis auth must come from a Secret (REDIS_PASSWORD via secretKeyRef in every container)."]),
     ("no password at all", redis(sets=[changed(redis_set("a"), lambda s: s["spec"]["template"]["spec"][
         "containers"][0].update(env=[])), redis_set("b")]),
      [f"{NS}/redis-a: Redis auth must come from a Secret (REDIS_PASSWORD via secretKeyRef in every container)."]),
@@ -620,8 +629,10 @@ def test_unselected_pods_are_open_and_policy_types_count(pack: Any) -> None:
 
 
 def test_a_redis_client_without_a_cluster(pack: Any) -> None:
-    assert findings(pack, "inference-reaches-redis", [redis_client()]) == [
-        f"{WHO} is configured for Redis but no Redis Cluster runs in {NS}."]
+    other = changed(redis_client(), lambda d: d["metadata"].update(name="api"))
+    assert findings(pack, "inference-reaches-redis", [redis_client(), other]) == [
+        f"{WHO} is configured for Redis but no Redis Cluster runs in {NS}.",
+        f"{NS}/api is configured for Redis but no Redis Cluster runs in {NS}."]
     assert findings(pack, "inference-reaches-redis", [deployment()]) == []  # not a Redis client
 
 
@@ -641,3 +652,36 @@ def test_what_the_pack_tells_the_engine_about_each_policy() -> None:
     schema = json_format.MessageToDict(info["workload-min-replicas"].configSchema.properties)
     assert json.loads(json.dumps(schema)) == {"minReplicas": {"type": "integer", "minimum": 1, "default": 3}}
     assert not info["probes"].HasField("configSchema")
+
+
+def prerequisites(namespace: str, *declared: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ha-ai-stack-prerequisites",
+                                                                "namespace": namespace},
+            "data": {"prerequisites.json": json.dumps(list(declared))}}
+
+
+def reads_secret(name: str) -> dict[str, Any]:
+    return changed(deployment(), lambda d: pod_of(d)["containers"][0].update(env=[{"name": "DB_PASSWORD", "valueFrom": {
+        "secretKeyRef": {"name": name, "key": "password"}}}]))
+
+
+def test_references_resolve_against_the_declared_prerequisites(pack: Any) -> None:
+    db = {"kind": "Secret", "name": "db", "keys": ["password"], "reason": "the platform team's database"}
+    assert findings(pack, "references-resolve", [prerequisites(NS, db), reads_secret("db")]) == []
+    # Another ConfigMap elsewhere does not move where prerequisites without a namespace live.
+    elsewhere = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": "other"},
+                 "data": {}}
+    assert findings(pack, "references-resolve", [prerequisites(NS, db), elsewhere, reads_secret("db")]) == []
+    assert findings(pack, "references-resolve", [prerequisites(NS, db), reads_secret("cache")]) == [
+        f"Deployment {WHO}: spec.template.spec.containers[0].env[0].valueFrom.secretKeyRef names Secret {NS}/cache, "
+        "key password, which the stack does not create and no prerequisite declares."]
+
+
+def test_a_custom_resource_needs_its_crd(pack: Any) -> None:
+    monitor = {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+               "metadata": {"name": "web", "namespace": NS}, "spec": {"endpoints": [{"port": "metrics"}]}}
+    crd = {"kind": "CustomResourceDefinition", "name": "servicemonitors.monitoring.coreos.com", "reason": "prometheus"}
+    assert findings(pack, "references-resolve", [monitor]) == [
+        f"ServiceMonitor {WHO}: apiVersion names CustomResourceDefinition servicemonitors.monitoring.coreos.com, which "
+        "the stack does not create and no prerequisite declares."]
+    assert findings(pack, "references-resolve", [monitor, prerequisites(NS, crd)]) == []

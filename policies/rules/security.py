@@ -59,7 +59,7 @@ def _pod_security(args: Any, report: Any) -> None:
 def _literal_secrets(args: Any, report: Any) -> None:
     for container in workload_containers(args):
         for variable in container.get("env") or []:
-            if "value" in variable and SECRET_LOOKING_ENV.search(str(variable.get("name", ""))):
+            if "value" in variable and SECRET_LOOKING_ENV.search(str(variable.get("name"))):
                 report(f"{object_name(args.props)} container {container.get('name')}: env {variable['name']} "
                        f"carries a literal value; read it from a Secret (valueFrom.secretKeyRef).")
 

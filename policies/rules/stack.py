@@ -97,7 +97,7 @@ def _redis_ha(args: Any, report: Any) -> None:
                 zone_of[f"{dig(sts.props, 'metadata', 'name')}-{ordinal}"] = tuple(zones)
         for shard, pods in sorted(shards.items()):
             zones = [zone_of.get(pod) for pod in pods]
-            if len(pods) > 1 and all(zones) and len(set(zones)) < len(zones):
+            if all(zones) and len(set(zones)) < len(zones):
                 report(f"{name}: members of shard {shard} share a zone ({', '.join(pods)}).", config_map.urn)
 
 
