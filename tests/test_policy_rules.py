@@ -391,6 +391,8 @@ SPREAD_CASES: list[tuple[str, Objects, list[str]]] = [
     ("nothing", web(lambda p: p.update(affinity={}, topologySpreadConstraints=[])), [SHARES_NODE, SHARES_ZONE]),
     ("one replica", [{**deployment(replicas=1), "spec": {**deployment(replicas=1)["spec"], "template": {
         "metadata": {}, "spec": {"containers": [container()]}}}}], []),
+    ("two replicas, nothing", [changed(deployment(replicas=2), lambda d: pod_of(d).update(
+        affinity={}, topologySpreadConstraints=[]))], [SHARES_NODE, SHARES_ZONE]),
     ("hostname by constraint", web(spread_by_constraints_only), []),
     ("soft hostname anti-affinity", web(soft_anti_affinity(HOST)), [SHARES_ZONE]),
     ("soft zone anti-affinity", web(soft_anti_affinity(ZONE_KEY)), [SHARES_NODE]),
