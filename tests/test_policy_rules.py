@@ -102,6 +102,12 @@ def context(**fields: Any) -> Callable[[dict[str, Any]], Any]:
     return lambda c: c["securityContext"].update(fields)
 
 
+def changed(manifest: dict[str, Any], change: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+    manifest = copy.deepcopy(manifest)
+    change(manifest)
+    return manifest
+
+
 def without(*path: str) -> Callable[[dict[str, Any]], None]:
     def change(value: dict[str, Any]) -> None:
         for key in path[:-1]:
@@ -498,12 +504,6 @@ def redis_set(zone: str, shards: int = 3, zone_values: tuple[str, ...] | None = 
 
 def redis(config: dict[str, Any] | None = None, sets: Objects | None = None) -> Objects:
     return [config or redis_config(), *(sets if sets is not None else [redis_set("a"), redis_set("b")])]
-
-
-def changed(manifest: dict[str, Any], change: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
-    manifest = copy.deepcopy(manifest)
-    change(manifest)
-    return manifest
 
 
 def literal_password(sts: dict[str, Any]) -> None:
