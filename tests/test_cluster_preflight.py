@@ -80,6 +80,7 @@ class FakeCluster:
         self.nodes: list[dict[str, Any]] = []
         self.storage_classes: list[dict[str, Any]] = []
         self.metrics: dict[str, dict[str, Any]] = {}
+        self.forbidden: set[str] = set()  # paths answered 403, as RBAC would
 
     def put(self, path: str, body: dict[str, Any]) -> None:
         validate_object(body, KUBERNETES_VERSION)  # honest shapes: the official schema, strictly
@@ -108,6 +109,9 @@ class FakeCluster:
         if url.path == "/apis/storage.k8s.io/v1/storageclasses":
             return 200, {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClassList", "metadata": {},
                          "items": self.storage_classes}
+        if url.path in self.forbidden:
+            return 403, {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
+                         "message": f"{url.path} is forbidden", "reason": "Forbidden", "code": 403}
         body = self.objects.get(url.path) or self.metrics.get(url.path)
         if body is None:
             return 404, {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
@@ -261,3 +265,106 @@ def test_cli_checks_the_cluster_through_the_kubeconfig(cluster: tuple[FakeCluste
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
     result = haai("preflight", "--stack", "dev", "--no-aws", cwd=PROJECT_ROOT)
     assert result.returncode == 0 and "no usable kubeconfig" in result.stdout and "Traceback" not in result.stderr
+
+
+# -- every check's exact wording, and the API errors that are neither found nor missing ----------------------------
+
+def details(checks: list[Any]) -> dict[tuple[str, str], tuple[str, str]]:
+    return {(c.subject, c.check): (c.status, c.detail) for c in checks}
+
+
+def test_each_check_says_what_it_found(cluster: tuple[FakeCluster, str]) -> None:
+    fake, host = cluster
+    fake.put(f"/api/v1/namespaces/{NS}/secrets/hf", secret("hf", ["token"]))
+    fake.put(f"/api/v1/namespaces/{NS}/configmaps/settings", {
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": meta("settings", NS), "binaryData": {"model.bin": "AA=="}})
+    fake.put("/api/v1/namespaces/shared/secrets/db", secret("db", ["password"]))
+    fake.add_storage_class(storage_class("fast", "Immediate"))
+    fake.add_storage_class(storage_class("gp3", "WaitForFirstConsumer", default=True))
+    fake.put("/apis/scheduling.k8s.io/v1/priorityclasses/gpu-high", {
+        "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": meta("gpu-high"), "value": 1000})
+    fake.put("/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.external.metrics.k8s.io",
+             api_service("v1beta1.external.metrics.k8s.io", available=False))
+    checks = details(cluster_preflight(config_with([
+        {"kind": "Secret", "name": "hf", "keys": ["token", "org"], "reason": "hf"},
+        {"kind": "ConfigMap", "name": "settings", "keys": ["model.bin"], "reason": "binary data counts"},
+        {"kind": "Secret", "name": "db", "namespace": "shared", "reason": "in its own namespace"},
+        {"kind": "StorageClass", "name": "fast", "reason": "sc"},
+        {"kind": "DefaultStorageClass", "reason": "default"},
+        {"kind": "PriorityClass", "name": "gpu-high", "reason": "pc"},
+        {"kind": "ServiceAccount", "name": "runner", "reason": "the platform's"},
+        {"kind": "ExternalMetric", "name": "queue_depth", "reason": "KEDA"}]), api(host)))
+    assert checks[("cluster", "reachable")] == ("pass", "Kubernetes v1.33.1")
+    assert checks[(f"Secret {NS}/hf", "exists")] == ("pass", "hf")
+    assert checks[(f"Secret {NS}/hf", "keys")] == ("fail", "missing key(s) org")
+    assert checks[(f"ConfigMap {NS}/settings", "keys")] == ("pass", "has model.bin")
+    assert checks[("Secret shared/db", "exists")] == ("pass", "in its own namespace")
+    assert ("Secret shared/db", "keys") not in checks  # no keys declared, none checked
+    assert checks[("StorageClass fast", "binding mode")] == (
+        "fail", "Immediate: zone-pinned pods need WaitForFirstConsumer, or a volume lands in another zone")
+    assert checks[("StorageClass fast", "provisioner")] == ("pass", "ebs.csi.aws.com")
+    assert checks[("DefaultStorageClass", "exists")] == ("pass", "gp3 (ebs.csi.aws.com)")
+    assert checks[("DefaultStorageClass", "binding mode")] == ("pass", "WaitForFirstConsumer")
+    assert checks[("PriorityClass gpu-high", "exists")] == ("pass", "pc")
+    assert checks[(f"ServiceAccount {NS}/runner", "exists")] == ("fail", "not found: the platform's")
+    assert checks[("APIService v1beta1.external.metrics.k8s.io", "available")] == (
+        "fail", "not Available: no endpoints")
+    assert checks[("ExternalMetric queue_depth", "served")] == (
+        "fail", f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{NS}/queue_depth answered 404: KEDA")
+
+
+def test_a_forbidden_read_is_unknown(cluster: tuple[FakeCluster, str]) -> None:
+    fake, host = cluster
+    fake.forbidden.add(f"/api/v1/namespaces/{NS}/secrets/hf")
+    checks = details(cluster_preflight(config_with([{"kind": "Secret", "name": "hf", "reason": "hf"}]), api(host)))
+    assert checks[(f"Secret {NS}/hf", "exists")] == ("unknown", "the API answered 403 Forbidden")
+
+
+def test_metrics_api_messages(cluster: tuple[FakeCluster, str]) -> None:
+    fake, host = cluster
+    pods_metric = [{"kind": "PodsMetric", "name": "DCGM_FI_DEV_GPU_UTIL", "reason": "adapter"}]
+    assert details(cluster_preflight(config_with(pods_metric), api(host)))[("PodsMetric DCGM_FI_DEV_GPU_UTIL", "served")] \
+        == ("fail", "no metrics API v1beta1.custom.metrics.k8s.io is registered: adapter")
+    fake.put("/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.custom.metrics.k8s.io",
+             api_service("v1beta1.custom.metrics.k8s.io", available=True))
+    path = f"/apis/custom.metrics.k8s.io/v1beta1/namespaces/{NS}/pods/*/DCGM_FI_DEV_GPU_UTIL"
+    fake.metrics[path] = {"kind": "MetricValueList", "apiVersion": "custom.metrics.k8s.io/v1beta1", "metadata": {},
+                          "items": []}
+    checks = details(cluster_preflight(config_with(pods_metric), api(host)))
+    assert checks[("APIService v1beta1.custom.metrics.k8s.io", "available")] == ("pass", "Available")
+    assert checks[("PodsMetric DCGM_FI_DEV_GPU_UTIL", "served")] == ("pass", f"{path} answers")
+    fake.forbidden.add(path)
+    checks = details(cluster_preflight(config_with(pods_metric), api(host)))
+    assert checks[("PodsMetric DCGM_FI_DEV_GPU_UTIL", "served")] == ("unknown", f"{path} answered 403: adapter")
+
+
+def test_crd_not_established(cluster: tuple[FakeCluster, str]) -> None:
+    fake, host = cluster
+    pending = crd("nodepools.karpenter.sh")
+    pending["status"]["conditions"][0].update(status="False", reason="NotAccepted")
+    fake.put("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/nodepools.karpenter.sh", pending)
+    checks = details(cluster_preflight(config_with([
+        {"kind": "CustomResourceDefinition", "name": "nodepools.karpenter.sh", "reason": "karpenter"}]), api(host)))
+    assert checks[("CustomResourceDefinition nodepools.karpenter.sh", "established")] == (
+        "fail", "the CRD is not Established")
+
+
+def test_gpu_pool_node_messages(cluster: tuple[FakeCluster, str]) -> None:
+    fake, host = cluster
+    labels = {"nvidia.com/gpu.present": "true", "ha-ai-stack/gpu-pool": "gpu"}
+    existing = [{"name": "gpu", "gpus_per_node": 1}]
+    karpenter = [{"name": "gpu", "backend": "karpenter", "instance_types": ["g5.xlarge"], "zones": ["a", "b"],
+                  "karpenter": {"cluster_name": "c", "node_role": "r"}}]
+    nodes = ("pool gpu", "nodes")
+    assert details(cluster_preflight(config_with([], existing), api(host)))[nodes] == (
+        "fail", "no node has ha-ai-stack/gpu-pool=gpu,nvidia.com/gpu.present=true (backend existing: label and taint "
+                "the GPU nodes)")
+    assert details(cluster_preflight(config_with([], karpenter), api(host)))[nodes] == (
+        "pass", "no node yet; the karpenter backend makes them on demand")
+    fake.add_node(node("n1", labels, tainted=False))
+    fake.add_node(node("n2", {**labels, "other": "x"}, tainted=False))
+    assert details(cluster_preflight(config_with([], existing), api(host)))[nodes] == (
+        "fail", "2 node(s) carry the labels but not the nvidia.com/gpu=true:NoSchedule taint")
+    fake.add_node(node("n3", labels, tainted=True))
+    assert details(cluster_preflight(config_with([], existing), api(host)))[nodes] == (
+        "pass", "1 node(s) with the pool's labels and GPU taint")
