@@ -277,3 +277,48 @@ def test_diff_stacks_uses_the_head_tier_floor(monkeypatch: pytest.MonkeyPatch) -
 @pytest.mark.parametrize(("tier", "floor"), [("prod", 3), ("staging", 2), ("dev", 1), ("qa", 1), (None, 1)])
 def test_tier_floor_comes_from_the_policy_config(tier: str | None, floor: int) -> None:
     assert tier_min_replicas(PROJECT_ROOT, tier) == floor
+
+
+def test_markdown_skips_an_unchanged_stack_and_goes_on() -> None:
+    prod, dev = small_diff()
+    lines = as_markdown([dev, prod], "main").splitlines()
+    assert "### dev" not in lines and "### prod" in lines
+
+
+def test_json_is_indented_for_reading_in_a_pull_request() -> None:
+    assert as_json([StackDiff("dev", [], [])]) == '[\n  {\n    "resources": [],\n    "risks": [],\n    "stack": "dev"\n  }\n]'
+
+
+def test_labels_of_objects_the_provider_names() -> None:
+    unnamed = {"type": "kubernetes:core/v1:ConfigMap", "name": "settings", "inputs": {"kind": "ConfigMap"}}
+    assert [d.resource for d in diff_resources([], [unnamed])] == ["ConfigMap settings"]
+
+
+def test_a_list_that_becomes_something_else_is_one_change() -> None:
+    assert [(c.path, c.old, c.new) for c in field_changes({"a": [1]}, {"a": "x"})] == [("a", [1], "x")]
+    assert [(c.path, c.old, c.new) for c in field_changes({"a": "x"}, {"a": [1]})] == [("a", "x", [1])]
+
+
+def test_every_risk_of_one_update_is_reported() -> None:
+    def two(resources: list[dict[str, Any]]) -> None:
+        obj(resources, "Deployment", "triton")["spec"]["selector"]["matchLabels"].update(tier="x")
+        drop("PodDisruptionBudget", "vllm-chat")(resources)
+    found = risk_lines(two)
+    assert [line.split(":", 1)[0] for line in found] == [f"Deployment {NS}/triton", f"PodDisruptionBudget {NS}/vllm-chat"]
+
+
+def test_a_karpenter_pool_losing_a_zone() -> None:
+    base = [{"type": r.type_token, "name": r.name, "inputs": copy.deepcopy(r.inputs)}
+            for r in stack_capture("staging").resources if r.custom]
+    head = copy.deepcopy(base)
+    pool = typed(head, "kubernetes:karpenter.sh/v1:NodePool")
+    [zones] = [r for r in pool["spec"]["template"]["spec"]["requirements"] if r["key"] == "topology.kubernetes.io/zone"]
+    zones["values"] = zones["values"][:2]
+    found = [f"{r.resource}: {r.why}" for r in risks(base, head, 2, diff_resources(base, head))]
+    assert found == ["NodePool gpu-a10g: GPU pool zones reduced (3 -> 2): a zone outage takes more"]
+
+
+def test_a_tier_config_without_a_replica_floor_means_one(tmp_path: Any) -> None:
+    (tmp_path / "policies" / "config").mkdir(parents=True)
+    (tmp_path / "policies" / "config" / "qa.json").write_text('{"all": "advisory"}')
+    assert tier_min_replicas(tmp_path, "qa") == 1

@@ -13,7 +13,19 @@ from typing import Any
 
 from .revisions import snapshots
 
-ABSENT = None
+ABSENT = None  # a field on one side only: its value on the other side
+
+
+def _dig(value: Any, *keys: str) -> Any:
+    """Follow ``keys`` through nested dicts; None where one is missing (rendered inputs are JSON objects)."""
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def kind_of(label: str) -> str:
+    """The kind a resource label starts with ("Deployment ns/name" -> "Deployment")."""
+    return label.partition(" ")[0]
 
 
 @dataclass(frozen=True)
@@ -51,9 +63,10 @@ class StackDiff:
 def resource_label(resource: dict[str, Any]) -> str:
     inputs = resource["inputs"]
     if resource["type"].startswith("kubernetes:") and "kind" in inputs:
-        metadata = inputs.get("metadata", {})
+        metadata = inputs.get("metadata") or {}
         where = f"{metadata['namespace']}/" if "namespace" in metadata else ""
-        return f"{inputs['kind']} {where}{metadata.get('name')}"
+        # Without metadata.name the provider names the object at create time; the logical name is what we know.
+        return f"{inputs['kind']} {where}{metadata.get('name', resource['name'])}"
     return f"{resource['type'].rsplit(':', 1)[-1]} {resource['name']}"
 
 
@@ -69,15 +82,15 @@ def _named(items: list[Any]) -> dict[str, Any] | None:
 def field_changes(old: Any, new: Any, path: str = "") -> list[FieldChange]:
     if isinstance(old, dict) and isinstance(new, dict):
         changes: list[FieldChange] = []
-        for key in sorted(set(old) | set(new), key=str):
-            changes += field_changes(old.get(key, ABSENT), new.get(key, ABSENT), f"{path}.{key}" if path else str(key))
+        for key in sorted(set(old) | set(new)):
+            changes += field_changes(old.get(key), new.get(key), f"{path}.{key}" if path else key)
         return changes
     if isinstance(old, list) and isinstance(new, list):
         old_named, new_named = _named(old), _named(new)
         if old_named is not None and new_named is not None:
             changes = []
             for name in list(old_named) + [n for n in new_named if n not in old_named]:
-                changes += field_changes(old_named.get(name, ABSENT), new_named.get(name, ABSENT), f"{path}[{name}]")
+                changes += field_changes(old_named.get(name), new_named.get(name), f"{path}[{name}]")
             return changes
         if len(old) == len(new):
             return [c for i, (a, b) in enumerate(zip(old, new)) for c in field_changes(a, b, f"{path}[{i}]")]
@@ -151,15 +164,14 @@ REPLACEMENTS: tuple[Replacement, ...] = (
 
 def _delete_first(kind: str, before: dict[str, Any], after: dict[str, Any]) -> bool:
     """A replacement that must delete the old resource before making the new one (the name is taken)."""
-    if "kind" in after.get("inputs", {}):
+    if "kind" in after["inputs"]:
         return before["inputs"].get("metadata", {}).get("name") == after["inputs"].get("metadata", {}).get("name")
     return kind == "NodeGroup" and bool(after["inputs"].get("nodeGroupName"))
 
 
-def replacement_risks(diff: ResourceDiff, before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[Risk]:
-    kind = diff.resource.split(" ", 1)[0]
-    if diff.status != "changed" or before is None or after is None:
-        return []
+def replacement_risks(diff: ResourceDiff, before: dict[str, Any], after: dict[str, Any]) -> list[Risk]:
+    """The replacements a changed resource goes through (both sides exist)."""
+    kind = kind_of(diff.resource)
     risks = []
     for rule in REPLACEMENTS:
         paths = sorted({c.path for c in diff.changes if rule.kind == kind and c.path.startswith(rule.fields)})
@@ -189,12 +201,10 @@ def _topology(resources: list[dict[str, Any]]) -> tuple[int, int] | None:
     return None
 
 
-def _component(resource: dict[str, Any] | None) -> str | None:
+def _component(resource: dict[str, Any]) -> str | None:
     """The component label of a CronJob's pods (what the job runs)."""
-    if resource is None:
-        return None
-    template = resource["inputs"].get("spec", {}).get("jobTemplate", {}).get("spec", {}).get("template", {})
-    return template.get("metadata", {}).get("labels", {}).get("app.kubernetes.io/component")
+    return _dig(resource["inputs"], "spec", "jobTemplate", "spec", "template", "metadata", "labels",
+                "app.kubernetes.io/component")
 
 
 def _zones_of(resource: dict[str, Any]) -> int | None:
@@ -202,7 +212,7 @@ def _zones_of(resource: dict[str, Any]) -> int | None:
     if resource["type"] == "aws:eks/nodeGroup:NodeGroup":
         return len(inputs.get("subnetIds") or [])
     if inputs.get("kind") == "NodePool":
-        requirements = inputs.get("spec", {}).get("template", {}).get("spec", {}).get("requirements", [])
+        requirements = _dig(inputs, "spec", "template", "spec", "requirements") or []
         return len({v for r in requirements if r.get("key") == "topology.kubernetes.io/zone" for v in r.get("values", [])})
     return None
 
@@ -213,10 +223,11 @@ def risks(base: list[dict[str, Any]], head: list[dict[str, Any]], min_replicas: 
     found: list[Risk] = []
     old_by_name = {(r["type"], r["name"]): r for r in base}
     for diff in diffs:
-        kind = diff.resource.split(" ", 1)[0]
+        kind = kind_of(diff.resource)
         after = new.get(diff.resource)
         before = old_by_name.get((after["type"], after["name"])) if after else old.get(diff.resource)
-        found += replacement_risks(diff, before, after)
+        if diff.status == "changed":
+            found += replacement_risks(diff, before, after)
         if diff.status == "removed" and kind in ("StatefulSet", "PersistentVolumeClaim"):
             found.append(Risk(diff.resource, "removed: its data goes with it (volumes are orphaned or deleted)"))
         if diff.status == "removed" and kind == "PodDisruptionBudget":
@@ -238,12 +249,12 @@ def risks(base: list[dict[str, Any]], head: list[dict[str, Any]], min_replicas: 
         kind = resource["inputs"].get("kind")
         field_path = {"Deployment": "replicas", "HorizontalPodAutoscaler": "minReplicas"}.get(kind)
         if field_path:
-            was, now = before["inputs"].get("spec", {}).get(field_path), resource["inputs"].get("spec", {}).get(field_path)
+            was, now = _dig(before["inputs"], "spec", field_path), _dig(resource["inputs"], "spec", field_path)
             if isinstance(was, int) and isinstance(now, int) and now < was and now < min_replicas:
                 found.append(Risk(label, f"{field_path} {was} -> {now}, below the tier minimum {min_replicas}"))
         if resource["type"] == "aws:eks/nodeGroup:NodeGroup":
-            was = before["inputs"].get("scalingConfig", {}).get("minSize")
-            now = resource["inputs"].get("scalingConfig", {}).get("minSize")
+            was = _dig(before["inputs"], "scalingConfig", "minSize")
+            now = _dig(resource["inputs"], "scalingConfig", "minSize")
             if isinstance(was, int) and isinstance(now, int) and now < was:
                 found.append(Risk(label, f"GPU pool min size {was} -> {now}: less guaranteed GPU capacity"))
         was_zones, now_zones = _zones_of(before), _zones_of(resource)
