@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -294,3 +294,64 @@ def test_an_existing_pool_has_nothing_to_check_in_aws() -> None:
         {"name": "svc", "image": "nvcr.io/nvidia/tritonserver:24.08-py3", "resources": {"gpus": 1}}]})
     assert preflight(config, lambda s: pytest.fail(f"no AWS call expected ({s})")) == [
         Check("gpu", "backend", "unknown", "existing nodes: no AWS capacity to check")]
+
+
+def ec2_with(stub: Callable[[Stubber], None]) -> Any:
+    """An ec2 client whose describe_instance_types answers as ``stub`` sets up; its other calls go to moto."""
+    ec2 = boto3.client("ec2", region_name=REGION)
+    stubber = Stubber(ec2)
+    stub(stubber)
+    stubber.activate()
+    moto_ec2 = boto3.client("ec2", region_name=REGION)
+    for name in ("describe_subnets", "describe_instance_type_offerings"):
+        setattr(ec2, name, getattr(moto_ec2, name))
+    return ec2
+
+
+def test_a_type_without_gpus_fails_and_its_vcpus_come_from_the_api(aws: dict[str, str]) -> None:
+    ec2 = ec2_with(lambda stub: stub.add_response("describe_instance_types", {"InstanceTypes": [
+        {"InstanceType": "g5.xlarge", "VCpuInfo": {"DefaultVCpus": 8}}]}))  # no GpuInfo at all
+    quotas = quota_client({"L-DB2E81BA": 100.0})
+    checks = by_check(preflight(stack([aws["us-east-1a"], aws["us-east-1b"]], max_size=3),
+                                lambda s: {"ec2": ec2, "service-quotas": quotas}.get(s) or boto3.client(
+                                    s, region_name=REGION)))
+    assert checks["g5.xlarge GPUs"] == Check("gpu", "g5.xlarge GPUs", "fail",
+                                             "0 x no GPU (0 GiB GPU memory); largest request 1")
+    assert checks["vCPU quota (G and VT, on-demand)"].detail == "quota 100 vCPUs, pool needs up to 24"  # 3 x 8
+
+
+def test_vcpus_fall_back_to_the_table_when_the_api_cannot_say(aws: dict[str, str]) -> None:
+    ec2 = ec2_with(lambda stub: stub.add_client_error("describe_instance_types",
+                                                      service_error_code="RequestLimitExceeded"))
+    quotas = quota_client({"L-DB2E81BA": 100.0})
+    checks = by_check(preflight(stack([aws["us-east-1a"], aws["us-east-1b"]], max_size=3),
+                                lambda s: {"ec2": ec2, "service-quotas": quotas}.get(s) or boto3.client(
+                                    s, region_name=REGION)))
+    assert checks["vCPU quota (G and VT, on-demand)"].detail == "quota 100 vCPUs, pool needs up to 12"  # 3 x 4
+
+
+def test_the_cluster_check_reports_version_and_status(aws: dict[str, str]) -> None:
+    checks = run(stack([aws["us-east-1a"], aws["us-east-1b"]]))
+    assert checks["EKS cluster"] == Check("gpu", "EKS cluster", "pass", "prod: version 1.19, ACTIVE")  # moto's cluster
+    eks = boto3.client("eks", region_name=REGION)
+    stubber = Stubber(eks)
+    stubber.add_response("describe_cluster", {"cluster": {"name": "prod", "version": "1.33"}})
+    stubber.activate()
+    checks = by_check(preflight(stack([aws["us-east-1a"], aws["us-east-1b"]]),
+                                lambda s: eks if s == "eks" else boto3.client(s, region_name=REGION)))
+    assert checks["EKS cluster"].detail == "prod: version 1.33, status unknown"
+
+
+def test_an_unreachable_endpoint_is_unknown(aws: dict[str, str]) -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    class Unreachable:
+        def __getattr__(self, operation: str) -> Any:
+            def call(**_: Any) -> Any:
+                raise EndpointConnectionError(endpoint_url="https://ec2.us-east-1.amazonaws.com/")
+            return call
+
+    checks = by_check(preflight(stack([aws["us-east-1a"], aws["us-east-1b"]]),
+                                lambda s: Unreachable() if s == "ec2" else boto3.client(s, region_name=REGION)))
+    assert checks["subnet zones"] == Check("gpu", "subnet zones", "unknown", 'EndpointConnectionError: Could not '
+                                           'connect to the endpoint URL: "https://ec2.us-east-1.amazonaws.com/"')

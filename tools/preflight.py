@@ -116,9 +116,9 @@ class PoolPreflight:
         self.types = {t["InstanceType"]: t for t in response["InstanceTypes"]}
         for instance_type in self.pool.instance_types:
             info = self.types.get(instance_type, {}).get("GpuInfo") or {}
-            gpus = sum(g.get("Count", 0) for g in info.get("Gpus", []))
+            gpus = sum(g["Count"] for g in info.get("Gpus", []))  # EC2 always gives Count and Name per GPU model
             memory_gib = info.get("TotalGpuMemoryInMiB", 0) / 1024
-            models = ", ".join(sorted({g.get("Name", "?") for g in info.get("Gpus", [])})) or "no GPU"
+            models = ", ".join(sorted({g["Name"] for g in info.get("Gpus", [])})) or "no GPU"
             detail = f"{gpus} x {models} ({memory_gib:.0f} GiB GPU memory); largest request {wanted}"
             declared = self.pool.gpus_per_node
             if declared and declared > gpus:
