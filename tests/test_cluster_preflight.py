@@ -81,6 +81,7 @@ class FakeCluster:
         self.storage_classes: list[dict[str, Any]] = []
         self.metrics: dict[str, dict[str, Any]] = {}
         self.forbidden: set[str] = set()  # paths answered 403, as RBAC would
+        self.token: str | None = None  # when set, requests without it are answered 401, as the API server does
 
     def put(self, path: str, body: dict[str, Any]) -> None:
         validate_object(body, KUBERNETES_VERSION)  # honest shapes: the official schema, strictly
@@ -95,8 +96,11 @@ class FakeCluster:
         self.storage_classes.append(body)
         self.objects[f"/apis/storage.k8s.io/v1/storageclasses/{body['metadata']['name']}"] = body
 
-    def answer(self, raw_path: str) -> tuple[int, dict[str, Any]]:
+    def answer(self, raw_path: str, authorization: str | None = None) -> tuple[int, dict[str, Any]]:
         url = urlparse(raw_path)
+        if self.token and authorization != f"Bearer {self.token}":
+            return 401, {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
+                         "message": "Unauthorized", "reason": "Unauthorized", "code": 401}
         if url.path.rstrip("/") == "/version":
             return 200, {"major": "1", "minor": "33", "gitVersion": "v1.33.1", "gitCommit": "abc", "gitTreeState": "clean",
                          "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24", "compiler": "gc",
@@ -125,7 +129,7 @@ def cluster() -> Iterator[tuple[FakeCluster, str]]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            status, body = fake.answer(self.path)
+            status, body = fake.answer(self.path, self.headers.get("Authorization"))
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -147,9 +151,12 @@ def cluster() -> Iterator[tuple[FakeCluster, str]]:
         thread.join(timeout=10)
 
 
-def api(host: str) -> client.ApiClient:
+def api(host: str, token: str | None = None) -> client.ApiClient:
     configuration = client.Configuration()
     configuration.host = host
+    if token:  # as a kubeconfig user token arrives: the BearerToken auth setting
+        configuration.api_key = {"authorization": token}
+        configuration.api_key_prefix = {"authorization": "Bearer"}
     return client.ApiClient(configuration)
 
 
@@ -165,7 +172,7 @@ def statuses(checks: list[Any]) -> dict[tuple[str, str], str]:
 def test_unreachable_cluster_is_one_line() -> None:
     checks = cluster_preflight(config_with([{"kind": "Secret", "name": "hf", "reason": "r"}]), api("http://127.0.0.1:9"))
     assert [(c.subject, c.check, c.status) for c in checks] == [("cluster", "reachable", "unknown")]
-    assert checks[0].detail.startswith("cannot reach the cluster:")
+    assert checks[0].detail.startswith("cannot reach the cluster: ") and "port=9" in checks[0].detail
 
 
 def test_secret_exists_and_has_its_keys(cluster: tuple[FakeCluster, str]) -> None:
@@ -285,6 +292,12 @@ def test_each_check_says_what_it_found(cluster: tuple[FakeCluster, str]) -> None
         "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": meta("gpu-high"), "value": 1000})
     fake.put("/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.external.metrics.k8s.io",
              api_service("v1beta1.external.metrics.k8s.io", available=False))
+    legacy = storage_class("legacy", "Immediate")
+    del legacy["volumeBindingMode"]  # the API server defaults it to Immediate; an old object may lack it
+    fake.add_storage_class(legacy)
+    starting = api_service("v1beta1.metrics.k8s.io", available=False)
+    del starting["status"]
+    fake.put("/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.metrics.k8s.io", starting)
     checks = details(cluster_preflight(config_with([
         {"kind": "Secret", "name": "hf", "keys": ["token", "org"], "reason": "hf"},
         {"kind": "ConfigMap", "name": "settings", "keys": ["model.bin"], "reason": "binary data counts"},
@@ -293,7 +306,11 @@ def test_each_check_says_what_it_found(cluster: tuple[FakeCluster, str]) -> None
         {"kind": "DefaultStorageClass", "reason": "default"},
         {"kind": "PriorityClass", "name": "gpu-high", "reason": "pc"},
         {"kind": "ServiceAccount", "name": "runner", "reason": "the platform's"},
-        {"kind": "ExternalMetric", "name": "queue_depth", "reason": "KEDA"}]), api(host)))
+        {"kind": "ExternalMetric", "name": "queue_depth", "reason": "KEDA"},
+        {"kind": "PersistentVolumeClaim", "name": "models", "reason": "the model cache"},
+        {"kind": "IngressClass", "name": "nginx", "reason": "ingress"},
+        {"kind": "StorageClass", "name": "legacy", "reason": "no binding mode"},
+        {"kind": "APIService", "name": "v1beta1.metrics.k8s.io", "reason": "metrics-server"}]), api(host)))
     assert checks[("cluster", "reachable")] == ("pass", "Kubernetes v1.33.1")
     assert checks[(f"Secret {NS}/hf", "exists")] == ("pass", "hf")
     assert checks[(f"Secret {NS}/hf", "keys")] == ("fail", "missing key(s) org")
@@ -309,6 +326,11 @@ def test_each_check_says_what_it_found(cluster: tuple[FakeCluster, str]) -> None
     assert checks[(f"ServiceAccount {NS}/runner", "exists")] == ("fail", "not found: the platform's")
     assert checks[("APIService v1beta1.external.metrics.k8s.io", "available")] == (
         "fail", "not Available: no endpoints")
+    assert checks[(f"PersistentVolumeClaim {NS}/models", "exists")] == ("fail", "not found: the model cache")
+    assert checks[("IngressClass nginx", "exists")] == ("fail", "not found: ingress")
+    assert checks[("StorageClass legacy", "binding mode")] == (
+        "fail", "Immediate: zone-pinned pods need WaitForFirstConsumer, or a volume lands in another zone")
+    assert checks[("APIService v1beta1.metrics.k8s.io", "available")] == ("fail", "not Available: no condition")
     assert checks[("ExternalMetric queue_depth", "served")] == (
         "fail", f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{NS}/queue_depth answered 404: KEDA")
 
@@ -333,8 +355,11 @@ def test_metrics_api_messages(cluster: tuple[FakeCluster, str]) -> None:
     checks = details(cluster_preflight(config_with(pods_metric), api(host)))
     assert checks[("APIService v1beta1.custom.metrics.k8s.io", "available")] == ("pass", "Available")
     assert checks[("PodsMetric DCGM_FI_DEV_GPU_UTIL", "served")] == ("pass", f"{path} answers")
+    fake.token = "t0ken"  # every call, the metric's raw GET too, carries the kubeconfig's token
+    checks = details(cluster_preflight(config_with(pods_metric), api(host, "t0ken")))
+    assert checks[("PodsMetric DCGM_FI_DEV_GPU_UTIL", "served")] == ("pass", f"{path} answers")
     fake.forbidden.add(path)
-    checks = details(cluster_preflight(config_with(pods_metric), api(host)))
+    checks = details(cluster_preflight(config_with(pods_metric), api(host, "t0ken")))
     assert checks[("PodsMetric DCGM_FI_DEV_GPU_UTIL", "served")] == ("unknown", f"{path} answered 403: adapter")
 
 
@@ -365,6 +390,19 @@ def test_gpu_pool_node_messages(cluster: tuple[FakeCluster, str]) -> None:
     fake.add_node(node("n2", {**labels, "other": "x"}, tainted=False))
     assert details(cluster_preflight(config_with([], existing), api(host)))[nodes] == (
         "fail", "2 node(s) carry the labels but not the nvidia.com/gpu=true:NoSchedule taint")
-    fake.add_node(node("n3", labels, tainted=True))
+    other_taint = node("n3", labels, tainted=True)
+    other_taint["spec"]["taints"] = [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"},
+                                     {"key": "nvidia.com/gpu", "value": "true", "effect": "NoExecute"}]
+    fake.add_node(other_taint)
+    assert details(cluster_preflight(config_with([], existing), api(host)))[nodes][0] == "fail"
+    fake.add_node(node("n4", labels, tainted=True))
     assert details(cluster_preflight(config_with([], existing), api(host)))[nodes] == (
         "pass", "1 node(s) with the pool's labels and GPU taint")
+
+
+def test_an_eks_pool_without_nodes_yet(cluster: tuple[FakeCluster, str]) -> None:
+    _, host = cluster
+    eks = [{"name": "gpu", "backend": "eks", "instance_types": ["g5.xlarge"], "zones": ["a", "b"],
+            "eks": {"cluster_name": "c", "subnet_ids": ["subnet-1", "subnet-2"]}}]
+    assert details(cluster_preflight(config_with([], eks), api(host)))[("pool gpu", "nodes")] == (
+        "pass", "no node yet; the eks backend makes them on demand")
