@@ -299,7 +299,7 @@ def test_each_check_says_what_it_found(cluster: tuple[FakeCluster, str]) -> None
     del starting["status"]
     fake.put("/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.metrics.k8s.io", starting)
     checks = details(cluster_preflight(config_with([
-        {"kind": "Secret", "name": "hf", "keys": ["token", "org"], "reason": "hf"},
+        {"kind": "Secret", "name": "hf", "keys": ["token", "org", "team"], "reason": "hf"},
         {"kind": "ConfigMap", "name": "settings", "keys": ["model.bin"], "reason": "binary data counts"},
         {"kind": "Secret", "name": "db", "namespace": "shared", "reason": "in its own namespace"},
         {"kind": "StorageClass", "name": "fast", "reason": "sc"},
@@ -313,7 +313,7 @@ def test_each_check_says_what_it_found(cluster: tuple[FakeCluster, str]) -> None
         {"kind": "APIService", "name": "v1beta1.metrics.k8s.io", "reason": "metrics-server"}]), api(host)))
     assert checks[("cluster", "reachable")] == ("pass", "Kubernetes v1.33.1")
     assert checks[(f"Secret {NS}/hf", "exists")] == ("pass", "hf")
-    assert checks[(f"Secret {NS}/hf", "keys")] == ("fail", "missing key(s) org")
+    assert checks[(f"Secret {NS}/hf", "keys")] == ("fail", "missing key(s) org, team")
     assert checks[(f"ConfigMap {NS}/settings", "keys")] == ("pass", "has model.bin")
     assert checks[("Secret shared/db", "exists")] == ("pass", "in its own namespace")
     assert ("Secret shared/db", "keys") not in checks  # no keys declared, none checked
@@ -363,8 +363,12 @@ def test_metrics_api_messages(cluster: tuple[FakeCluster, str]) -> None:
     assert checks[("PodsMetric DCGM_FI_DEV_GPU_UTIL", "served")] == ("unknown", f"{path} answered 403: adapter")
 
 
-def test_crd_not_established(cluster: tuple[FakeCluster, str]) -> None:
+def test_crd_established_or_not(cluster: tuple[FakeCluster, str]) -> None:
     fake, host = cluster
+    fake.put("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/nodepools.karpenter.sh", crd("nodepools.karpenter.sh"))
+    checks = details(cluster_preflight(config_with([
+        {"kind": "CustomResourceDefinition", "name": "nodepools.karpenter.sh", "reason": "karpenter"}]), api(host)))
+    assert checks[("CustomResourceDefinition nodepools.karpenter.sh", "established")] == ("pass", "served")
     pending = crd("nodepools.karpenter.sh")
     pending["status"]["conditions"][0].update(status="False", reason="NotAccepted")
     fake.put("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/nodepools.karpenter.sh", pending)
