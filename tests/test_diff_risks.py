@@ -322,3 +322,23 @@ def test_a_tier_config_without_a_replica_floor_means_one(tmp_path: Any) -> None:
     (tmp_path / "policies" / "config").mkdir(parents=True)
     (tmp_path / "policies" / "config" / "qa.json").write_text('{"all": "advisory"}')
     assert tier_min_replicas(tmp_path, "qa") == 1
+
+
+def test_an_autonamed_object_is_replaced_new_one_first() -> None:
+    def config_map(value: str) -> dict[str, Any]:
+        return {"type": "kubernetes:core/v1:ConfigMap", "name": "settings",
+                "inputs": {"kind": "ConfigMap", "metadata": {"namespace": "shop"}, "data": {"a": value}}}
+    base, head = [config_map("1")], [config_map("2")]
+    assert [r.why for r in risks(base, head, 1, diff_resources(base, head))] == [
+        "replaced (the new one is made first): its data changed: pods that mount it lose it until the new one exists "
+        "(data.a)"]
+
+
+def test_a_replacement_names_at_most_three_fields() -> None:
+    def edit(resources: list[dict[str, Any]]) -> None:
+        spec = obj(resources, "StatefulSet", "redis-us-east-1a")["spec"]
+        spec.update(serviceName="other", podManagementPolicy="OrderedReady")
+        spec["selector"]["matchLabels"]["tier"] = "x"
+        spec["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] = "80Gi"
+    [line] = [line for line in risk_lines(edit) if "immutable field" in line]
+    assert line.endswith("(spec.podManagementPolicy, spec.selector.matchLabels.tier, spec.serviceName)")

@@ -67,7 +67,7 @@ def resource_label(resource: dict[str, Any]) -> str:
         where = f"{metadata['namespace']}/" if "namespace" in metadata else ""
         # Without metadata.name the provider names the object at create time; the logical name is what we know.
         return f"{inputs['kind']} {where}{metadata.get('name', resource['name'])}"
-    return f"{resource['type'].rsplit(':', 1)[-1]} {resource['name']}"
+    return f"{resource['type'].rpartition(':')[2]} {resource['name']}"
 
 
 def _named(items: list[Any]) -> dict[str, Any] | None:
@@ -165,7 +165,9 @@ REPLACEMENTS: tuple[Replacement, ...] = (
 def _delete_first(kind: str, before: dict[str, Any], after: dict[str, Any]) -> bool:
     """A replacement that must delete the old resource before making the new one (the name is taken)."""
     if "kind" in after["inputs"]:
-        return before["inputs"].get("metadata", {}).get("name") == after["inputs"].get("metadata", {}).get("name")
+        # Without metadata.name the provider autonames the object, so the new one can be made first.
+        name = _dig(after["inputs"], "metadata", "name")
+        return name is not None and name == _dig(before["inputs"], "metadata", "name")
     return kind == "NodeGroup" and bool(after["inputs"].get("nodeGroupName"))
 
 
