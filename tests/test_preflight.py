@@ -355,3 +355,15 @@ def test_an_unreachable_endpoint_is_unknown(aws: dict[str, str]) -> None:
                                 lambda s: Unreachable() if s == "ec2" else boto3.client(s, region_name=REGION)))
     assert checks["subnet zones"] == Check("gpu", "subnet zones", "unknown", 'EndpointConnectionError: Could not '
                                            'connect to the endpoint URL: "https://ec2.us-east-1.amazonaws.com/"')
+
+
+def test_a_type_nobody_knows_leaves_the_quota_unknown(aws: dict[str, str]) -> None:
+    """g9.xlarge: not in our table, and EC2 does not answer for it. Its family's quota cannot be judged."""
+    config = stack([aws["us-east-1a"], aws["us-east-1b"]], instance_type="g9.xlarge", gpus_per_node=1)
+    config.gpu_pools[0].instance_types.append("g5.xlarge")
+    ec2 = ec2_with(lambda stub: stub.add_client_error("describe_instance_types",
+                                                      service_error_code="InvalidInstanceType"))
+    checks = by_check(preflight(config, lambda s: ec2 if s == "ec2" else boto3.client(s, region_name=REGION)))
+    assert checks["vCPU quota (G and VT, on-demand)"] == Check(
+        "gpu", "vCPU quota (G and VT, on-demand)", "unknown",
+        "an instance type's vCPUs are unknown (EC2 did not say, and it is not in our table)")

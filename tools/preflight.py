@@ -138,24 +138,33 @@ class PoolPreflight:
         self.add("EKS cluster", "pass", f"{section.cluster_name}: version {cluster.get('version')}, "
                                         f"{cluster.get('status', 'status unknown')}")
 
-    def needed_vcpus(self) -> dict[str, int]:
-        """vCPUs the pool may run at its maximum, per quota family."""
+    def vcpus_of(self, instance_type: str) -> int | None:
+        """vCPUs of one node: EC2's answer, else our table; None when neither knows the type."""
+        answered = self.types.get(instance_type, {}).get("VCpuInfo", {}).get("DefaultVCpus")
+        known = GPU_INSTANCE_TYPES.get(instance_type)
+        return answered or (known.vcpus if known else None)
+
+    def needed_vcpus(self) -> dict[str, int | None]:
+        """vCPUs the pool may run at its maximum, per quota family (None: a type's vCPUs are unknown)."""
         if self.pool.karpenter:
             families = {quota_family(t) for t in self.pool.instance_types} or {"G and VT"}
             return {family: self.pool.karpenter.limit_cpu for family in families}
         assert self.pool.eks is not None
-        need: dict[str, int] = {}
+        need: dict[str, int | None] = {}
         for instance_type in self.pool.instance_types:
-            vcpus = (self.types.get(instance_type, {}).get("VCpuInfo", {}).get("DefaultVCpus")
-                     or getattr(GPU_INSTANCE_TYPES.get(instance_type), "vcpus", 0))
-            family = quota_family(instance_type)
-            need[family] = max(need.get(family, 0), self.pool.eks.max_size * vcpus)
+            family, vcpus = quota_family(instance_type), self.vcpus_of(instance_type)
+            so_far = need.get(family, 0)
+            need[family] = None if vcpus is None or so_far is None else max(so_far, self.pool.eks.max_size * vcpus)
         return need
 
     def quota(self) -> None:
         for family, vcpus in sorted(self.needed_vcpus().items()):
             code = QUOTA_CODES[family, self.pool.capacity_type]
             name = f"vCPU quota ({family}, {self.pool.capacity_type})"
+            if vcpus is None:
+                self.add(name, "unknown", "an instance type's vCPUs are unknown (EC2 did not say, and it is not in "
+                                          "our table)")
+                continue
             try:
                 value = self.client("service-quotas").get_service_quota(ServiceCode="ec2", QuotaCode=code)[
                     "Quota"]["Value"]
