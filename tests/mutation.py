@@ -13,6 +13,7 @@ the tests read, and runs mutmut there with the [tool.mutmut] settings of pyproje
     python -m tests.mutation tools run "ha_ai_stack_tools.*__mutmut_*[05]"   # a one-in-five sample
     python -m tests.mutation tools score --sample     # the score of that sample
     python -m tests.mutation tools run $(python -m tests.mutation tools pending --sample)  # survivors, not-run
+    python -m tests.mutation run $(python -m tests.mutation pending --one-in=50)  # one in 50, by name hash
 
 Other arguments go to mutmut (``results``, ``show <mutant>``).
 """
@@ -27,6 +28,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,7 +95,16 @@ def lay_out(scope: Scope) -> None:
 SAMPLE = "*__mutmut_*[05]"  # one mutant in five: those numbered ...0 and ...5 in each function
 
 
-def verdicts(scope: Scope, sample: bool) -> dict[str, dict[str, str]]:
+def sampled(name: str, selection: str | None) -> bool:
+    """``--sample``: the SAMPLE pattern (a glob ``run`` takes too); ``--one-in N``: by a hash of the name."""
+    if selection is None:
+        return True
+    if selection == "--sample":
+        return fnmatch.fnmatch(name, SAMPLE)
+    return zlib.crc32(name.encode()) % int(selection.removeprefix("--one-in=")) == 0
+
+
+def verdicts(scope: Scope, sample: str | None) -> dict[str, dict[str, str]]:
     """mutmut's verdict on each mutant of each scored module (its mutants/*.meta files)."""
     from mutmut.stats import status_by_exit_code
 
@@ -104,11 +115,11 @@ def verdicts(scope: Scope, sample: bool) -> dict[str, dict[str, str]]:
             module = ".".join(Path(source).with_suffix("").parts[1:])
             found[module] = {name: status_by_exit_code[code]
                              for name, code in json.loads(meta.read_text())["exit_code_by_key"].items()
-                             if not sample or fnmatch.fnmatch(name, SAMPLE)}
+                             if sampled(name, sample)}
     return {module: status for module, status in found.items() if status}
 
 
-def pending(scope: Scope, sample: bool) -> list[str]:
+def pending(scope: Scope, sample: str | None) -> list[str]:
     """Mutants to run again: not run yet, or survived and not listed as equivalent."""
     equivalent = listed_equivalents()
     return [name for status in verdicts(scope, sample).values() for name, verdict in status.items()
@@ -119,10 +130,10 @@ def listed_equivalents() -> set[str]:
     return {line.split()[0] for line in EQUIVALENTS.read_text().splitlines() if line and not line.startswith("#")}
 
 
-def score(scope: Scope, sample: bool = False) -> str:
+def score(scope: Scope, sample: str | None = None) -> str:
     """A table per module of mutmut's own verdicts (its mutants/*.meta files), with the listed equivalents apart.
     Score = killed / (mutants - equivalents), as mutmut counts it (no-test and survived mutants count against).
-    ``sample``: only the mutants a ``run "<package>.SAMPLE"`` ran."""
+    ``sample``: only the mutants of a sample (see ``sampled``)."""
     equivalent = listed_equivalents()
     rows = ["| module | mutants | killed | survived | no tests | equivalent | not run | score |",
             "|---|---|---|---|---|---|---|---|"]
@@ -169,7 +180,7 @@ def main(argv: list[str]) -> int:
     scope = SCOPES[argv.pop(0)] if argv and argv[0] in SCOPES else SCOPES["library"]
     argv = argv or ["run"]
     if argv[0] in ("score", "pending"):
-        sample = argv[1:] == ["--sample"]
+        sample = argv[1] if argv[1:] else None
         print(score(scope, sample) if argv[0] == "score" else "\n".join(pending(scope, sample)))
         return 0
     lay_out(scope)
