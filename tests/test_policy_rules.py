@@ -545,7 +545,8 @@ REDIS_CASES: list[tuple[str, Objects, list[str]]] = [
      [f"{NS}/redis-a: Redis auth must come from a Secret (REDIS_PASSWORD via secretKeyRef in every container)."]),
     ("a StatefulSet of another ConfigMap is not checked",
      redis(sets=[redis_set("a"), redis_set("b"), changed(redis_set("c"), lambda s: [
-         s["spec"].pop("volumeClaimTemplates"), s["spec"]["template"]["spec"].update(volumes=[])])]), []),
+         s["spec"].pop("volumeClaimTemplates"),
+         s["spec"]["template"]["spec"].update(volumes=[{"name": "run", "emptyDir": {}}])])]), []),
     ("both zones the same", redis(sets=[redis_set("a"), redis_set("b", zone_values=("us-east-1a",))]), [
         f"{C}: members of shard 0 share a zone (redis-a-0, redis-b-0).",
         f"{C}: members of shard 1 share a zone (redis-a-1, redis-b-1).",
