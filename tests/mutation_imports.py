@@ -11,9 +11,15 @@ from typing import Any
 def mutated_rules() -> Any:
     """``policies.rules`` from mutmut's src/ (the mutated copy). The pack folder beside it (mutants/policies,
     copied for its tier config) is also a ``policies`` namespace portion and comes first on sys.path, so it
-    would otherwise win and no policy mutant would ever run."""
+    would otherwise win and no policy mutant would ever run. Its library helpers are the library's own
+    modules, so that library mutants reach the policy tests too."""
     for name in [m for m in sys.modules if m == "policies" or m.startswith("policies.")]:
         del sys.modules[name]
+    # The pack's rules/library/*.py are byte-for-byte copies of library modules (tools/codegen.py), so that
+    # the pack stands alone. Here the rules use the library modules themselves, mutated when the library is.
+    for copy in sorted((Path.cwd() / "src" / "policies" / "rules" / "library").glob("*.py")):
+        if copy.stem != "__init__":
+            sys.modules[f"policies.rules.library.{copy.stem}"] = importlib.import_module(f"ha_ai_stack.{copy.stem}")
     sys.path.insert(0, str(Path.cwd() / "src"))
     try:
         return importlib.import_module("policies.rules")
