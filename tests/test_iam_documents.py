@@ -1,0 +1,53 @@
+"""Every IAM document the stacks render is one IAM accepts: role policies through moto's IAM (which rejects
+malformed documents as AWS does), trust policies against the grammar IAM documents for them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from .conftest import stack_capture
+
+TRUST_STATEMENT_KEYS = {"Sid", "Effect", "Principal", "Action", "Condition"}
+
+
+@pytest.fixture
+def iam(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    with mock_aws():
+        yield boto3.client("iam")
+
+
+def of_type(stack: str, token: str) -> list[dict[str, Any]]:
+    return [r.inputs for r in stack_capture(stack).resources if r.type_token == token]
+
+
+def test_trust_policies_follow_the_grammar() -> None:
+    """prod makes the IAM roles (IRSA for the model fetch and backups, the EBS CSI driver, the EKS node role)."""
+    for role in of_type("prod", "aws:iam/role:Role"):
+        document = json.loads(role["assumeRolePolicy"])
+        assert set(document) <= {"Version", "Statement"}, document
+        for statement in document["Statement"]:
+            assert set(statement) <= TRUST_STATEMENT_KEYS and statement["Effect"] in ("Allow", "Deny"), statement
+            assert statement["Action"] in ("sts:AssumeRole", "sts:AssumeRoleWithWebIdentity"), statement
+            assert set(statement["Principal"]) <= {"Service", "Federated", "AWS"}, statement
+
+
+def test_roles_and_their_policies_are_accepted_by_iam(iam: Any) -> None:
+    roles = of_type("prod", "aws:iam/role:Role")
+    for index, role in enumerate(roles):  # a role without a name is autonamed by the provider
+        iam.create_role(RoleName=role.get("name") or f"autonamed-{index}",
+                        AssumeRolePolicyDocument=role["assumeRolePolicy"])
+    policies = of_type("prod", "aws:iam/rolePolicy:RolePolicy")
+    for index, policy in enumerate(policies):
+        iam.put_role_policy(RoleName=policy["role"], PolicyName=f"policy-{index}", PolicyDocument=policy["policy"])
+        for statement in json.loads(policy["policy"])["Statement"]:
+            assert set(statement) <= {"Sid", "Effect", "Action", "Resource", "Condition"}, statement
+    assert (len(roles), len(policies)) == (5, 3)
