@@ -120,10 +120,11 @@ def verdicts(scope: Scope, sample: str | None) -> dict[str, dict[str, str]]:
 
 
 def pending(scope: Scope, sample: str | None) -> list[str]:
-    """Mutants to run again: not run yet, or survived and not listed as equivalent."""
+    """Mutants to run again: not run yet, without tests (new tests may reach them), or survived and not listed
+    as equivalent."""
     equivalent = listed_equivalents()
     return [name for status in verdicts(scope, sample).values() for name, verdict in status.items()
-            if verdict == "not checked" or (verdict == "survived" and name not in equivalent)]
+            if verdict in ("not checked", "no tests") or (verdict == "survived" and name not in equivalent)]
 
 
 def listed_equivalents() -> set[str]:
