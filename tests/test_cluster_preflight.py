@@ -238,12 +238,15 @@ def test_crds_and_metrics_apis(cluster: tuple[FakeCluster, str]) -> None:
     assert checks[("PodsMetric DCGM_FI_DEV_GPU_UTIL", "served")] == "pass"
 
 
+POOL_LABELS = {"nvidia.com/gpu.present": "true", "ha-ai-stack/gpu-pool": "gpu"}
+EXISTING_POOL = [{"name": "gpu", "gpus_per_node": 1}]
+KARPENTER_POOL = [{"name": "gpu", "backend": "karpenter", "instance_types": ["g5.xlarge"], "zones": ["a", "b"],
+                   "karpenter": {"cluster_name": "c", "node_role": "r"}}]
+
+
 def test_gpu_pool_nodes(cluster: tuple[FakeCluster, str]) -> None:
     fake, host = cluster
-    labels = {"nvidia.com/gpu.present": "true", "ha-ai-stack/gpu-pool": "gpu"}
-    existing = [{"name": "gpu", "gpus_per_node": 1}]
-    karpenter = [{"name": "gpu", "backend": "karpenter", "instance_types": ["g5.xlarge"], "zones": ["a", "b"],
-                  "karpenter": {"cluster_name": "c", "node_role": "r"}}]
+    labels, existing, karpenter = POOL_LABELS, EXISTING_POOL, KARPENTER_POOL
     assert statuses(cluster_preflight(config_with([], existing), api(host)))[("pool gpu", "nodes")] == "fail"
     assert statuses(cluster_preflight(config_with([], karpenter), api(host)))[("pool gpu", "nodes")] == "pass"
     fake.add_node(node("n1", labels, tainted=False))
@@ -380,10 +383,7 @@ def test_crd_established_or_not(cluster: tuple[FakeCluster, str]) -> None:
 
 def test_gpu_pool_node_messages(cluster: tuple[FakeCluster, str]) -> None:
     fake, host = cluster
-    labels = {"nvidia.com/gpu.present": "true", "ha-ai-stack/gpu-pool": "gpu"}
-    existing = [{"name": "gpu", "gpus_per_node": 1}]
-    karpenter = [{"name": "gpu", "backend": "karpenter", "instance_types": ["g5.xlarge"], "zones": ["a", "b"],
-                  "karpenter": {"cluster_name": "c", "node_role": "r"}}]
+    labels, existing, karpenter = POOL_LABELS, EXISTING_POOL, KARPENTER_POOL
     nodes = ("pool gpu", "nodes")
     assert details(cluster_preflight(config_with([], existing), api(host)))[nodes] == (
         "fail", "no node has ha-ai-stack/gpu-pool=gpu,nvidia.com/gpu.present=true (backend existing: label and taint "
