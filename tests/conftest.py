@@ -46,8 +46,65 @@ def stack_capture(stack: str, preview: bool = False) -> Capture:
         if saved.is_file():  # renders made before a mutmut run that cannot change them (tests/mutation.py)
             _cache[key] = pickle.loads(saved.read_bytes())
         else:
-            _cache[key] = capture_stack(stack, project_root=PROJECT_ROOT, preview=preview)
+            with _calls_recorded(key):
+                _cache[key] = capture_stack(stack, project_root=PROJECT_ROOT, preview=preview)
+    _replay_calls(key)
     return _cache[key]
+
+
+# While mutmut collects which tests call which function ("stats"), a cached result would tie a function to the
+# first test that computed it only, and mutmut runs only the tied tests against that function's mutants. So the
+# calls made while computing a cached result (a stack capture, a module-scoped fixture) are recorded once and
+# counted again for every test that reuses it. Outside that phase these do nothing.
+_recorded_calls: dict[object, frozenset[str]] = {}
+
+
+def _mutmut_calls() -> set[str] | None:
+    if os.environ.get("MUTANT_UNDER_TEST") != "stats":
+        return None
+    from mutmut.state import state
+
+    return state()._stats
+
+
+@contextmanager
+def _calls_recorded(key: object) -> Iterator[None]:
+    calls = _mutmut_calls()
+    if calls is None:
+        yield
+        return
+    earlier = set(calls)
+    calls.clear()
+    try:
+        yield
+    finally:
+        _recorded_calls[key] = frozenset(calls)
+        calls.update(earlier)
+
+
+def _replay_calls(key: object) -> None:
+    calls = _mutmut_calls()
+    if calls is not None:
+        calls.update(_recorded_calls.get(key, ()))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> Iterator[None]:
+    if fixturedef.scope == "function":
+        yield
+        return
+    with _calls_recorded(fixturedef):
+        yield
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    if _mutmut_calls() is None:
+        return
+    definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    for name in getattr(item, "fixturenames", ()):
+        for fixturedef in definitions.get(name, ()):
+            _replay_calls(fixturedef)
 
 
 def captured_file(stack: str, preview: bool) -> str:

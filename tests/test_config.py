@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import BaseModel, Field, ValidationError
 
 from ha_ai_stack_tools.capture import Capture
 from ha_ai_stack.config import ConfigError, validate_stack_config
+from ha_ai_stack.errors import problems_of
 
 from .conftest import run_stack_config
 
@@ -179,3 +181,19 @@ def test_readme_generated_tables_are_current() -> None:
     root = Path(__file__).resolve().parents[1]
     readme = (root / "README.md").read_text()
     assert readme == with_generated_tables(readme, root), "run: python -m ha_ai_stack_tools.docs --write-readme README.md"
+
+
+def test_every_kind_of_bound_reads_as_its_comparison() -> None:
+    """Each pydantic bound (a consumer's own Args may use any of them) becomes 'must be <op> <limit>'."""
+    class Bounded(BaseModel):
+        at_least: int = Field(default=1, ge=1)
+        above: int = Field(default=1, gt=0)
+        at_most: int = Field(default=1, le=1)
+        below: int = Field(default=1, lt=2)
+
+    with pytest.raises(ValidationError) as caught:
+        Bounded(at_least=0, above=0, at_most=2, below=2)
+    assert problems_of(caught.value, Bounded) == [
+        ("at_least", "must be >= 1 (got 0)"), ("above", "must be > 0 (got 0)"),
+        ("at_most", "must be <= 1 (got 2)"), ("below", "must be < 2 (got 2)")]
+    Bounded(at_least=1, above=1, at_most=1, below=1)  # each limit itself, or just inside it, passes

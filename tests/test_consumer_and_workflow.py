@@ -1,4 +1,5 @@
-"""The consumer example runs from its own directory under mocks; the PR workflow is a valid GitHub workflow."""
+"""The consumer example runs from its own directory under mocks; the PR workflow is a valid GitHub workflow; what
+consumers and the component provider read from the components."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pulumi
 import pytest
 import yaml
 
+from ha_ai_stack.connection import RedisConnection
+from ha_ai_stack.options import public_output_names
 from ha_ai_stack_tools.capture import Project, capture_program
 from ha_ai_stack_tools.render import manifests
 
@@ -67,3 +71,24 @@ def test_workflow_runs_on_forks_with_the_jobs_python_and_per_stack_credentials()
     ready = next(step for step in preview["steps"] if step.get("id") == "ready")["run"]
     assert "AWS_ROLE_ARN" in ready and "PULUMI_ACCESS_TOKEN" in ready and "KUBECONFIG" in ready
     assert any(step.get("run") == "bash policies/install.sh" for step in preview["steps"])
+
+
+def test_public_outputs_are_the_annotations_along_the_class_tree_without_private_ones() -> None:
+    class Base(pulumi.ComponentResource):
+        shared: pulumi.Output[str]
+        _internal: pulumi.Output[str]
+
+    class Derived(Base):
+        own: pulumi.Output[int]
+        _cache: dict[str, str]
+
+    assert public_output_names(Derived) == ["shared", "own"]
+
+
+def test_a_connection_reads_like_a_mapping_as_the_provider_reads_complex_outputs() -> None:
+    connection = RedisConnection(seed_hosts=["redis-0.redis.ml"], password_secret_name="redis-auth",
+                                 member_selector={"app": "redis"}, client_labels={"redis-client": "true"},
+                                 namespace="ml")
+    assert connection.get("port") == 6379
+    assert connection.get("password_secret_name") == "redis-auth"
+    assert connection.get("not_a_field", "fallback") == "fallback"

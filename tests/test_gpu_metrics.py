@@ -83,12 +83,28 @@ def test_every_promql_expression_parses() -> None:
 
 def test_the_alerts_that_matter() -> None:
     [rule] = by_kind(manifests(stack_capture("prod")), "PrometheusRule")
-    alerts = {(g["name"], r["alert"]) for g in rule["spec"]["groups"] for r in g["rules"]}
-    assert {("redis", "RedisClusterStateNotOk"), ("redis", "RedisMasterWithoutReplica"),
-            ("redis", "RedisMastersNotOnePerZone"), ("redis", "RedisReplicationLag"),
-            ("redis", "RedisBalanceJobFailed"), ("redis", "RedisBackupFailed"), ("redis", "RedisBackupMissing"),
-            ("inference-triton", "InferenceNoReadyReplicas"),
-            ("inference-triton", "InferenceAutoscalerAtMax"), ("inference-triton", "InferenceGpuSaturated")} <= alerts
+    alerts = [(g["name"], r["alert"], r["labels"], r["for"]) for g in rule["spec"]["groups"] for r in g["rules"]]
+    critical, warning = {"severity": "critical"}, {"severity": "warning"}
+    assert alerts == [
+        ("redis", "RedisClusterStateNotOk", critical, "1m"), ("redis", "RedisMastersNotOnePerZone", warning, "30m"),
+        ("redis", "RedisBalanceJobFailed", warning, "5m"), ("redis", "RedisBackupFailed", critical, "5m"),
+        ("redis", "RedisBackupMissing", critical, "15m"), ("redis", "RedisMasterWithoutReplica", critical, "5m"),
+        ("redis", "RedisReplicationLag", warning, "5m"),
+        ("inference-ai-inference-service", "InferenceNoReadyReplicas",
+         {**critical, "service": "ai-inference-service"}, "5m"),
+        ("inference-triton", "InferenceNoReadyReplicas", {**critical, "service": "triton"}, "5m"),
+        ("inference-triton", "InferenceAutoscalerAtMax", {**warning, "service": "triton"}, "15m"),
+        ("inference-triton", "InferenceGpuSaturated", {**warning, "service": "triton"}, "15m"),
+        ("inference-vllm-chat", "InferenceNoReadyReplicas", {**critical, "service": "vllm-chat"}, "5m"),
+        ("inference-vllm-chat", "InferenceGpuSaturated", {**warning, "service": "vllm-chat"}, "15m")]
+    def redis_alert_names(config: dict[str, Any]) -> list[str]:
+        [rule] = by_kind(manifests(run_stack_config(config)), "PrometheusRule")
+        return [r["alert"] for g in rule["spec"]["groups"] if g["name"] == "redis" for r in g["rules"]]
+
+    without_backups = ["RedisClusterStateNotOk", "RedisMastersNotOnePerZone", "RedisBalanceJobFailed"]
+    assert redis_alert_names(base(redis={"enabled": True, "replicas_per_shard": 1})) == [
+        *without_backups, "RedisMasterWithoutReplica", "RedisReplicationLag"]
+    assert redis_alert_names(base(redis={"enabled": True, "replicas_per_shard": 0})) == without_backups
     per_zone = next(r for g in rule["spec"]["groups"] for r in g["rules"] if r["alert"] == "RedisMastersNotOnePerZone")
     [redis_monitor] = [m for m in by_kind(manifests(stack_capture("prod")), "PodMonitor")
                        if m["metadata"]["name"] == "redis"]
@@ -121,11 +137,15 @@ def test_keda_engine_renders_a_scaled_object_instead_of_an_hpa() -> None:
     [scaled] = by_kind(objects, "ScaledObject")
     validate_object(scaled, "1.33")
     assert (scaled["spec"]["minReplicaCount"], scaled["spec"]["maxReplicaCount"]) == (1, 6)
+    assert scaled["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "triton"}
+    [deployment] = by_kind(objects, "Deployment")
+    assert deployment["metadata"]["name"] == "triton"  # the target KEDA's HPA scales exists under that name
     [cpu, prometheus] = scaled["spec"]["triggers"]
     assert cpu == {"type": "cpu", "metricType": "Utilization", "metadata": {"value": "70"}}
-    assert prometheus["metadata"]["threshold"] == "70"
-    promql_parser.parse(prometheus["metadata"]["query"])
-    assert 'namespace="ml", pod=~"triton-.*"' in prometheus["metadata"]["query"]
+    query = 'avg(avg by (pod) (DCGM_FI_DEV_GPU_UTIL{namespace="ml", pod=~"triton-.*"}))'
+    assert prometheus == {"type": "prometheus", "metricType": "AverageValue", "metadata": {
+        "serverAddress": "http://prometheus.monitoring:9090", "query": query, "threshold": "70"}}
+    promql_parser.parse(query)
 
 
 def test_an_hpa_metric_nothing_serves_is_refused() -> None:

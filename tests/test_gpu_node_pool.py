@@ -60,6 +60,9 @@ def test_eks_backend(preview: bool) -> None:
     assert group["labels"] == {"nvidia.com/gpu.present": "true", "ha-ai-stack/gpu-pool": "gpu"}
     assert group["taints"] == [{"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}]
     assert group_resource.ignore_changes == ("scalingConfig.desiredSize",)
+    # Nodes join only once their role carries the worker, CNI and registry policies: the group waits for all three.
+    attachments = {r.urn for r in capture.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")}
+    assert attachments <= set(group_resource.dependencies)
     assert group["launchTemplate"]["version"] == (UNKNOWN if preview else "1")
     assert group["nodeRoleArn"] == (UNKNOWN if preview else "arn:aws:iam::123456789012:role/gpu-node-role")
 

@@ -3,6 +3,7 @@ malformed documents as AWS does), trust policies against the grammar IAM documen
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -51,3 +52,24 @@ def test_roles_and_their_policies_are_accepted_by_iam(iam: Any) -> None:
         for statement in json.loads(policy["policy"])["Statement"]:
             assert set(statement) <= {"Sid", "Effect", "Action", "Resource", "Condition"}, statement
     assert (len(roles), len(policies)) == (5, 3)
+
+
+def test_each_irsa_role_trusts_exactly_its_service_account_through_the_clusters_oidc_provider() -> None:
+    # The mock answers eks.get_cluster("acme-prod") with this issuer (tools/capture.py, as EKS would).
+    provider = "oidc.eks.us-east-1.amazonaws.com/id/" + hashlib.sha256(b"acme-prod").hexdigest()[:32].upper()
+
+    def trusting(service_account: str) -> dict[str, Any]:
+        return {"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Action": "sts:AssumeRoleWithWebIdentity",
+            "Principal": {"Federated": f"arn:aws:iam::123456789012:oidc-provider/{provider}"},
+            "Condition": {"StringEquals": {f"{provider}:sub": f"system:serviceaccount:{service_account}",
+                                           f"{provider}:aud": "sts.amazonaws.com"}}}]}
+
+    trusts = {role.get("name"): json.loads(role["assumeRolePolicy"]) for role in of_type("prod", "aws:iam/role:Role")}
+    assert trusts == {
+        "haai-acme-prod-ebs-csi": trusting("kube-system:ebs-csi-controller-sa"),
+        "haai-ai-serving-vllm-chat": trusting("ai-serving:vllm-chat"),
+        "haai-ai-serving-triton": trusting("ai-serving:triton"),
+        "haai-ai-serving-redis-backup": trusting("ai-serving:redis-backup"),
+        None: {"Version": "2012-10-17", "Statement": [  # the EKS node role, autonamed
+            {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}}

@@ -164,7 +164,14 @@ def test_probe_presets(preview: bool, server: str, port: int, ready: str, live: 
 
 def test_triton_exposes_metrics_and_custom_paths_override(preview: bool) -> None:
     capture = build(preview, server="triton")
-    assert [p["port"] for p in only(capture, "Service")["spec"]["ports"]] == [8000, 8002]
+    assert container(capture)["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"},
+                                           {"name": "metrics", "containerPort": 8002, "protocol": "TCP"}]
+    assert only(capture, "Service")["spec"]["ports"] == [
+        {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"},
+        {"name": "metrics", "port": 8002, "targetPort": "metrics", "protocol": "TCP"}]
+    same_port = build(preview, server="custom", port=9000, metrics_port=9000)  # one port serves both
+    assert [p["name"] for p in container(same_port)["ports"]] == ["http"]
+    assert [p["name"] for p in only(same_port, "Service")["spec"]["ports"]] == ["http"]
     custom = container(build(preview, readiness_path="/ready", liveness_path="/live", port=9000))
     assert custom["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert custom["livenessProbe"]["httpGet"]["path"] == "/live"
@@ -239,12 +246,16 @@ def test_redis_connection_uses_secret_ref_and_opens_egress(preview: bool) -> Non
         client_labels={"redis-client": "true"},
         namespace="default",
     )
-    capture = build(preview, redis=redis)
+    capture = build(preview, redis=redis, env={"MODE": "serve"},
+                    secret_env={"HF_TOKEN": SecretKeyRef(secret="huggingface", key="token")})
+    assert container(capture)["env"] == [  # the service's own env first, then Redis'
+        {"name": "MODE", "value": "serve"},
+        {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "huggingface", "key": "token"}}},
+        {"name": "REDIS_CLUSTER_NODES",
+         "value": "redis-0.redis-headless.ns.svc.cluster.local:6379,redis-1.redis-headless.ns.svc.cluster.local:6379"},
+        {"name": "REDIS_PORT", "value": "6379"},
+        {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "redis-auth", "key": "password"}}}]
     env = {e["name"]: e for e in container(capture)["env"]}
-    assert env["REDIS_PASSWORD"] == {"name": "REDIS_PASSWORD",
-                                     "valueFrom": {"secretKeyRef": {"name": "redis-auth", "key": "password"}}}
-    assert env["REDIS_CLUSTER_NODES"]["value"] == (
-        "redis-0.redis-headless.ns.svc.cluster.local:6379,redis-1.redis-headless.ns.svc.cluster.local:6379")
     # The password reaches the pod only through the Secret: no env var carries a literal value for it.
     assert [e["name"] for e in env.values() if "PASSWORD" in e["name"] and "value" in e] == []
     labels = only(capture, "Deployment")["spec"]["template"]["metadata"]["labels"]
@@ -301,3 +312,28 @@ def test_awaits_follow_the_rollout_arithmetic(monkeypatch: pytest.MonkeyPatch, f
     strategy = only(capture, "Deployment")["spec"]["strategy"]["rollingUpdate"]
     assert strategy == {"maxUnavailable": 0, "maxSurge": fields.get("max_surge", 1)}
     assert only(capture, "Deployment")["spec"]["progressDeadlineSeconds"] == fields.get("model_load_seconds", 1800) + 600
+
+
+def test_the_model_fetch_is_told_its_source_cache_and_how_long_a_partial_download_may_be_anothers(
+        preview: bool) -> None:
+    shared = pod_spec(build(preview, server="vllm", model={
+        "source": "s3://models/llama", "manifest": "s3://models/llama.manifest.json", "path": "/models/llama",
+        "cache": "pvc", "cache_claim": "shared-efs", "concurrency": 4}))
+    python_env = [{"name": "HOME", "value": "/tmp"}, {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}]
+    assert shared["initContainers"][0]["env"] == [
+        {"name": "MODEL_SOURCE", "value": "s3://models/llama"}, {"name": "MODEL_PATH", "value": "/models/llama"},
+        {"name": "MODEL_MANIFEST", "value": "s3://models/llama.manifest.json"},
+        {"name": "MODEL_CONCURRENCY", "value": "4"},
+        {"name": "MODEL_STALE_SECONDS", "value": "3600"},  # a shared claim: another replica may be downloading
+        *python_env]
+    assert {"name": "model-cache", "persistentVolumeClaim": {"claimName": "shared-efs"}} in shared["volumes"]
+    own = pod_spec(build(preview, server="vllm", model_cache_size="300Gi", model={
+        "source": "s3://models/llama", "cache": "ephemeral", "cache_storage_class": "gp3"}))
+    assert own["initContainers"][0]["env"] == [
+        {"name": "MODEL_SOURCE", "value": "s3://models/llama"}, {"name": "MODEL_PATH", "value": "/models/model"},
+        {"name": "MODEL_CONCURRENCY", "value": "8"},
+        {"name": "MODEL_STALE_SECONDS", "value": "0"},  # the pod's own volume: nobody else writes there
+        *python_env]
+    assert {"name": "model-cache", "ephemeral": {"volumeClaimTemplate": {"spec": {
+        "accessModes": ["ReadWriteOnce"], "storageClassName": "gp3", "resources": {"requests": {"storage": "300Gi"}}}}}
+            } in own["volumes"]

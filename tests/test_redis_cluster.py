@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from typing import Any
 
@@ -11,6 +12,7 @@ from ha_ai_stack import InferenceService, InferenceServiceArgs, RedisCluster, Re
 from ha_ai_stack_tools.capture import SECRET_MASK, Capture
 from ha_ai_stack.errors import ArgsError
 from ha_ai_stack.redis_cluster import plan_members
+from ha_ai_stack.redis_cluster.build import short_hash
 
 from .conftest import objects_of, only, record_custom_timeouts, run_components
 
@@ -32,6 +34,31 @@ def test_plan_keeps_shard_members_apart_and_masters_in_minority(shards: int, rep
     masters = Counter(m.zone for m in members if m.role == "master")
     assert max(masters.values()) * 2 < shards  # a zone loss leaves a majority of masters to vote
     assert len({m.pod for m in members}) == len(members)
+
+
+def test_the_topology_names_each_member_by_the_dns_name_its_statefulset_gives_it() -> None:
+    capture = build(False, zones=ZONES)
+    [config_map] = objects_of(capture, "ConfigMap")
+    host = "{}.redis-headless.data.svc.cluster.local"
+    assert config_map["data"]["topology.txt"] == "\n".join([
+        "# shard role hostname (read by bootstrap.sh)",
+        f"0 master {host.format('redis-us-east-1a-0')}", f"0 replica {host.format('redis-us-east-1b-0')}",
+        f"1 master {host.format('redis-us-east-1b-1')}", f"1 replica {host.format('redis-us-east-1c-0')}",
+        f"2 master {host.format('redis-us-east-1c-1')}", f"2 replica {host.format('redis-us-east-1a-1')}"]) + "\n"
+    # The cluster DNS serves <pod>.<serviceName>.<namespace>.svc.cluster.local for each StatefulSet pod, while a
+    # headless Service of that name exists.
+    served = {f"{sts['metadata']['name']}-{ordinal}.{sts['spec']['serviceName']}.data.svc.cluster.local"
+              for sts in objects_of(capture, "StatefulSet") for ordinal in range(sts["spec"]["replicas"])}
+    headless = {s["metadata"]["name"] for s in objects_of(capture, "Service") if s["spec"].get("clusterIP") == "None"}
+    assert {sts["spec"]["serviceName"] for sts in objects_of(capture, "StatefulSet")} <= headless
+    hosts = [line.split()[2] for line in config_map["data"]["topology.txt"].splitlines()[1:]]
+    assert sorted(hosts) == sorted(served)
+
+
+def test_short_hash_is_of_canonical_json() -> None:
+    canonical = hashlib.sha256(b'{"a": [2, 3], "b": 1}').hexdigest()[:10]  # keys sorted, json's default spacing
+    assert short_hash({"b": 1, "a": [2, 3]}) == short_hash({"a": [2, 3], "b": 1}) == canonical
+    assert short_hash({"a": [3, 2], "b": 1}) != short_hash({"a": [2, 3], "b": 1})
 
 
 @pytest.mark.parametrize(("shards", "zones", "left"), [(4, 2, 2), (4, 3, 2), (6, 2, 3)])
@@ -264,13 +291,21 @@ def test_a_restore_is_verified_by_a_job_before_any_member_starts_and_loaded_by_e
     assert restore.urn in statefulsets[0].dependencies  # the first zone waits for it; the others for that zone
     container = restore.inputs["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["python3", "/etc/redis/backup_s3.py", "verify-restore"]
-    assert {"name": "RESTORE_FROM", "value": RESTORE_FROM} in container["env"]
+    python_env = [{"name": "HOME", "value": "/tmp"}, {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}]
+    password = {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "redis-auth", "key": "password"}}}
+    topology = {"name": "TOPOLOGY_FILE", "value": "/etc/redis/topology.txt"}
+    assert container["env"] == [*python_env, password, topology, {"name": "RESTORE_FROM", "value": RESTORE_FROM}]
+    assert restore.inputs["spec"]["template"]["spec"]["restartPolicy"] == "OnFailure"
     for sts in objects_of(capture, "StatefulSet"):
         pod = sts["spec"]["template"]["spec"]
         [init] = pod["initContainers"]
         assert init["command"] == ["python3", "/etc/redis/backup_s3.py", "restore-member"]
         assert {"name": "data", "mountPath": "/data"} in init["volumeMounts"]
-        assert {"name": "RESTORE_FROM", "value": RESTORE_FROM} in init["env"]
+        assert init["env"] == [  # POD_NAME before POD_HOSTNAME: the kubelet expands $(VAR) from earlier entries only
+            *python_env, {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}, password,
+            topology, {"name": "RESTORE_FROM", "value": RESTORE_FROM},
+            {"name": "POD_HOSTNAME", "value": "$(POD_NAME).redis-headless.data.svc.cluster.local"},
+            {"name": "REDIS_DATA_DIR", "value": "/data"}]
         assert pod["serviceAccountName"] == "redis-backup"
         assert sts["spec"]["template"]["metadata"]["labels"]["ha-ai-stack/redis-s3"] == "true"
     other = jobs(build(preview, zones=ZONES, restore_from=RESTORE_FROM.replace("010344Z", "010345Z")))

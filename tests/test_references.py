@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from ha_ai_stack import ConfigError
-from ha_ai_stack.prerequisites import Prerequisite, Reference, provided_by, references_of
+from ha_ai_stack.prerequisites import (Prerequisite, Reference, prerequisites_config_map_data, provided_by,
+                                       references_of)
 from ha_ai_stack_tools.capture import CapturedResource
 from ha_ai_stack_tools.policy_check import analyze, configure, tier_config
 
@@ -217,6 +218,47 @@ def test_references_of_an_ingress_and_a_pvc() -> None:
     assert claim == [Reference("DefaultStorageClass", "", None, "spec.storageClassName")]
     provided = provided_by([], [Prerequisite(kind="IngressClass", name="alb", reason="AWS LB controller")], "ml")
     assert provided.resolves(ingress[0]) and not provided.resolves(claim[0])
+
+
+def test_references_of_a_pod_env_from_both_sources_and_an_external_metric() -> None:
+    deployment = {"metadata": {"name": "web", "namespace": "ml"}, "spec": {"template": {"spec": {"containers": [{
+        "name": "server", "env": [
+            {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}},
+            {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}}},
+            {"name": "SPARE", "valueFrom": {"configMapKeyRef": {"name": "extra", "key": "k", "optional": True}}}]}]}}}}
+    found = [r for r in references_of("apps/v1", "Deployment", deployment) if r.kind in ("Secret", "ConfigMap")]
+    assert found == [
+        Reference("Secret", "hf", "ml", "spec.template.spec.containers[0].env[0].valueFrom.secretKeyRef", "token"),
+        Reference("ConfigMap", "settings", "ml", "spec.template.spec.containers[0].env[1].valueFrom.configMapKeyRef",
+                  "mode")]
+    hpa = {"metadata": {"name": "web", "namespace": "ml"}, "spec": {"metrics": [
+        {"type": "External", "external": {"metric": {"name": "queue_depth"}, "target": {"type": "AverageValue"}}}]}}
+    assert references_of("autoscaling/v2", "HorizontalPodAutoscaler", hpa) == [
+        Reference("ExternalMetric", "queue_depth", None, "spec.metrics[0].external.metric.name"),
+        Reference("APIService", "v1beta1.external.metrics.k8s.io", None, "spec.metrics[0]")]
+
+
+def test_a_prerequisite_declared_without_keys_resolves_any_key_and_keeps_keys_the_stack_knows() -> None:
+    token = Reference("Secret", "hf", "ml", "env", "token")
+    anything = provided_by([], [Prerequisite(kind="Secret", name="hf", reason="platform team")], "ml")
+    assert anything.resolves(token)
+    listed = provided_by([], [Prerequisite(kind="Secret", name="hf", keys=["other"], reason="platform team")], "ml")
+    assert not listed.resolves(token)
+    made = [("Secret", {"metadata": {"name": "hf", "namespace": "ml"}, "data": {"other": "eA=="}})]
+    both = provided_by(made, [Prerequisite(kind="Secret", name="hf", reason="also declared")], "ml")
+    assert not both.resolves(token) and both.resolves(Reference("Secret", "hf", "ml", "env", "other"))
+
+
+def test_the_prerequisites_config_map_text_is_canonical() -> None:
+    declared = [Prerequisite(kind="ConfigMap", name="cfg", keys=["x"], reason="r"),
+                Prerequisite(kind="Secret", name="hf", keys=["token"], reason="r"),
+                Prerequisite(kind="PriorityClass", name="p", reason="r")]
+    # Ordered by each item's canonical JSON (keys sorted), which starts with its "keys" list.
+    expected = ('[\n  {\n    "keys": [\n      "token"\n    ],\n    "kind": "Secret",\n    "name": "hf",\n    "reason": "r"\n  },\n'
+                '  {\n    "keys": [\n      "x"\n    ],\n    "kind": "ConfigMap",\n    "name": "cfg",\n    "reason": "r"\n  },\n'
+                '  {\n    "keys": [],\n    "kind": "PriorityClass",\n    "name": "p",\n    "reason": "r"\n  }\n]\n')
+    assert prerequisites_config_map_data(declared) == {"prerequisites.json": expected}
+    assert prerequisites_config_map_data(declared[::-1]) == {"prerequisites.json": expected}
 
 
 def test_prerequisites_are_validated_with_paths() -> None:

@@ -234,3 +234,49 @@ def test_a_service_may_not_take_a_name_the_stack_uses() -> None:
         "haai:inference[1].name: 'default-deny' is taken by the namespace's default-deny NetworkPolicy: choose "
         "another name"]
     run_stack_config({"tier": "dev", "inference": [{"name": "redis", "image": "a/b:1"}]})  # no Redis: free
+
+
+def test_prod_resource_tree_keeps_its_identities() -> None:
+    """The engine knows a resource by its type, logical name and parent. A change to any of them deletes the old
+    object and creates a new one (a Redis StatefulSet, the shared device plugin) unless an alias carries it over,
+    so the tree is written out here: changing it must be a deliberate, aliased change."""
+    capture = stack_capture("prod")
+    by_urn = {r.urn: r.name for r in capture.resources}
+    tree: dict[str | None, set[str]] = {}
+    for resource in capture.resources:
+        tree.setdefault(by_urn.get(resource.parent), set()).add(f"{resource.type_token.split(':')[-1]} {resource.name}")
+
+    def workload(name: str, *extra: str) -> set[str]:
+        return {f"Deployment {name}-deployment", f"NetworkPolicy {name}-netpol", f"PodDisruptionBudget {name}-pdb",
+                f"Service {name}-service", f"ServiceAccount {name}-sa", *extra}
+
+    assert tree == {
+        None: {"HaAiStack prod", "kubernetes prod-kubernetes"},
+        "prod": {
+            "Addon prod-acme-prod-ebs-csi-driver", "ConfigMap prod-prerequisites", "GpuMetrics gpu-metrics",
+            "GpuNodePool gpu-a10g", "InferenceService ai-inference-service", "InferenceService triton",
+            "InferenceService vllm-chat", "Namespace prod-namespace", "NetworkPolicy prod-default-deny",
+            "NvidiaDevicePlugin nvidia-device-plugin", "PodMonitor prod-redis-podmonitor",
+            "PodMonitor prod-triton-podmonitor", "PodMonitor prod-vllm-chat-podmonitor",
+            "PriorityClassPatch prod-priority-class-inference-critical", "PrometheusRule prod-ha-ai-stack-prometheusrule",
+            "RedisCluster redis", "Role prod-acme-prod-ebs-csi-role", "Role prod-redis-backup-role",
+            "Role prod-triton-role", "Role prod-vllm-chat-role", "RolePolicy prod-redis-backup-role-policy",
+            "RolePolicy prod-triton-role-policy", "RolePolicy prod-vllm-chat-role-policy",
+            "RolePolicyAttachment prod-acme-prod-ebs-csi-role-policy", "StorageClassPatch prod-redis-storage-class"},
+        "ai-inference-service": workload("ai-inference-service"),
+        "triton": workload("triton", "HorizontalPodAutoscaler triton-hpa"),
+        "vllm-chat": workload("vllm-chat", "ConfigMap vllm-chat-model-fetch"),
+        "gpu-a10g": {"LaunchTemplate gpu-a10g-launch-template", "NodeGroup gpu-a10g-node-group",
+                     "Role gpu-a10g-node-role", "RolePolicyAttachment gpu-a10g-AmazonEC2ContainerRegistryReadOnly",
+                     "RolePolicyAttachment gpu-a10g-AmazonEKSWorkerNodePolicy",
+                     "RolePolicyAttachment gpu-a10g-AmazonEKS_CNI_Policy"},
+        "gpu-metrics": {"ConfigMap gpu-metrics-adapter-rules", "DaemonSetPatch gpu-metrics-exporter",
+                        "ServiceMonitor gpu-metrics-service-monitor", "ServicePatch gpu-metrics-service"},
+        "nvidia-device-plugin": {"DaemonSetPatch nvidia-device-plugin-daemonset"},
+        "redis": {"ConfigMap redis-config", "CronJob redis-backup-schedule", "CronJob redis-balance-schedule",
+                  "Job redis-balance", "Job redis-bootstrap", "NetworkPolicy redis-bootstrap-netpol",
+                  "NetworkPolicy redis-netpol", "NetworkPolicy redis-s3-netpol", "PodDisruptionBudget redis-pdb",
+                  "RandomPassword redis-password", "Secret redis-secret", "Service redis-client",
+                  "Service redis-headless", "ServiceAccount redis-backup-sa", "StatefulSet redis-us-east-1a-sts",
+                  "StatefulSet redis-us-east-1b-sts", "StatefulSet redis-us-east-1c-sts"},
+    }

@@ -1,0 +1,195 @@
+"""What a cluster refuses or breaks on that the OpenAPI schemas let through, over every render we ship.
+
+The schemas (tests/schemas.py) check shapes; these check the values the API server takes only from a closed list,
+the names of resources, what the kubelet expands in env values, the scripts probes and commands run from mounted
+ConfigMaps, the ports monitors scrape and the workloads autoscalers scale. The three stacks leave some paths off
+(a restore, a shared model cache, KEDA), so a prod variant that turns them on is checked too.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from ha_ai_stack_tools.render import manifests
+
+from .conftest import PROJECT_ROOT, STACKS, run_stack_config, stack_capture
+
+PULL_POLICIES = {"Always", "IfNotPresent", "Never"}
+PROTOCOLS = {"TCP", "UDP", "SCTP"}
+WORKLOAD_RESTART_POLICIES = {"Deployment": {"Always"}, "StatefulSet": {"Always"}, "DaemonSet": {"Always"},
+                             "Job": {"OnFailure", "Never"}, "CronJob": {"OnFailure", "Never"}}
+# A standard resource name, or a domain-qualified extended one (nvidia.com/gpu); names are case-sensitive.
+RESOURCE_NAME = re.compile(r"^(cpu|memory|ephemeral-storage|hugepages-[0-9]+[KMG]i"
+                           r"|[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$")
+FIELD_PATHS = {"metadata.name", "metadata.namespace", "metadata.uid", "spec.nodeName", "spec.serviceAccountName",
+               "status.hostIP", "status.hostIPs", "status.podIP", "status.podIPs"}
+VARIABLE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+RESTORE_FROM = "s3://acme-redis-backups/prod/redis/20261126T010344Z"
+
+
+def prod_variant() -> list[dict[str, Any]]:
+    """Prod with a restore, a shared model cache, KEDA and a metrics port: paths the shipped stacks leave off."""
+    document = yaml.safe_load((PROJECT_ROOT / "stacks" / "Pulumi.prod.yaml").read_text())["config"]
+    config = {key.removeprefix("haai:"): copy.deepcopy(value) for key, value in document.items()}
+    config["redis"]["restore_from"] = RESTORE_FROM
+    services = {service["name"]: service for service in config["inference"]}
+    services["vllm-chat"]["model"].update(cache="pvc", cache_claim="models-efs")
+    services["triton"]["autoscaling"].update(engine="keda")
+    config["prerequisites"] += [
+        {"kind": "PersistentVolumeClaim", "name": "models-efs", "reason": "EFS claim for the shared model cache"},
+        {"kind": "CustomResourceDefinition", "name": "scaledobjects.keda.sh", "reason": "KEDA"}]
+    return manifests(run_stack_config(config, stack="prod"))
+
+
+RENDERS = [*STACKS, "prod-variant"]
+_variant: list[dict[str, Any]] = []
+
+
+def rendered(name: str) -> list[dict[str, Any]]:
+    if name != "prod-variant":
+        return manifests(stack_capture(name))
+    if not _variant:
+        _variant.extend(prod_variant())
+    return _variant
+
+
+def pod_templates(objects: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """(workload, pod template) for every object that runs pods."""
+    for manifest in objects:
+        spec = manifest.get("spec") or {}
+        if manifest["kind"] == "CronJob":
+            yield manifest, spec["jobTemplate"]["spec"]["template"]
+        elif manifest["kind"] in WORKLOAD_RESTART_POLICIES:
+            yield manifest, spec["template"]
+
+
+def containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*pod.get("initContainers", []), *pod["containers"]]
+
+
+def describe(workload: dict[str, Any], container: dict[str, Any] | None = None) -> str:
+    where = f"{workload['kind']} {workload['metadata']['name']}"
+    return f"{where} container {container['name']}" if container else where
+
+
+def test_the_variant_turns_on_what_the_stacks_leave_off() -> None:
+    objects = rendered("prod-variant")
+    assert [m["metadata"]["name"] for m in objects if m["kind"] == "Job" and "restore" in m["metadata"]["name"]]
+    assert [m for m in objects if m["kind"] == "ScaledObject"]
+    volumes = [v for _, template in pod_templates(objects) for v in template["spec"].get("volumes", [])]
+    assert {"name": "model-cache", "persistentVolumeClaim": {"claimName": "models-efs"}} in volumes
+
+
+@pytest.mark.parametrize("render", RENDERS)
+def test_values_the_api_server_takes_only_from_a_closed_list(render: str) -> None:
+    problems = []
+    objects = rendered(render)
+    for workload, template in pod_templates(objects):
+        pod = template["spec"]
+        if pod.get("restartPolicy", "Always") not in WORKLOAD_RESTART_POLICIES[workload["kind"]]:
+            problems.append(f"{describe(workload)}: restartPolicy {pod['restartPolicy']}")
+        for container in containers(pod):
+            where = describe(workload, container)
+            if container.get("imagePullPolicy", "IfNotPresent") not in PULL_POLICIES:
+                problems.append(f"{where}: imagePullPolicy {container['imagePullPolicy']}")
+            problems += [f"{where}: port protocol {port['protocol']}" for port in container.get("ports", [])
+                         if port.get("protocol", "TCP") not in PROTOCOLS]
+            for bound in ("requests", "limits"):
+                problems += [f"{where}: resource name {name!r}" for name in container.get("resources", {}).get(bound, {})
+                             if not RESOURCE_NAME.match(name)]
+            problems += [f"{where}: fieldRef {env['valueFrom']['fieldRef']['fieldPath']}"
+                         for env in container.get("env", []) if "fieldRef" in env.get("valueFrom", {})
+                         and env["valueFrom"]["fieldRef"]["fieldPath"] not in FIELD_PATHS]
+    for manifest in objects:
+        ports = (manifest["spec"].get("ports", []) if manifest["kind"] == "Service" else
+                 [p for rule in manifest["spec"].get("ingress", []) + manifest["spec"].get("egress", [])
+                  for p in rule.get("ports", [])] if manifest["kind"] == "NetworkPolicy" else [])
+        problems += [f"{manifest['kind']} {manifest['metadata']['name']}: protocol {p['protocol']}" for p in ports
+                     if p.get("protocol", "TCP") not in PROTOCOLS]
+    assert problems == []
+
+
+@pytest.mark.parametrize("render", RENDERS)
+def test_env_values_expand_only_variables_defined_before_them(render: str) -> None:
+    """The kubelet expands $(NAME) only from entries earlier in the list; a later or missing one stays literal."""
+    problems = []
+    for workload, template in pod_templates(rendered(render)):
+        for container in containers(template["spec"]):
+            defined: set[str] = set()
+            for env in container.get("env", []):
+                missing = set(VARIABLE.findall(env.get("value", ""))) - defined
+                if missing:
+                    problems.append(f"{describe(workload, container)}: {env['name']} uses {sorted(missing)}")
+                defined.add(env["name"])
+    assert problems == []
+
+
+@pytest.mark.parametrize("render", RENDERS)
+def test_every_file_a_probe_or_command_runs_from_a_config_map_is_in_it(render: str) -> None:
+    objects = rendered(render)
+    config_maps = {(m["metadata"]["namespace"], m["metadata"]["name"]): m.get("data", {})
+                   for m in objects if m["kind"] == "ConfigMap"}
+    checked, problems = 0, []
+    for workload, template in pod_templates(objects):
+        pod, namespace = template["spec"], workload["metadata"]["namespace"]
+        mounted = {v["name"]: v["configMap"]["name"] for v in pod.get("volumes", []) if "configMap" in v}
+        for container in containers(pod):
+            mounts = {m["mountPath"].rstrip("/"): mounted[m["name"]] for m in container.get("volumeMounts", [])
+                      if m["name"] in mounted}
+            probes = [container.get(p, {}).get("exec", {}).get("command", [])
+                      for p in ("startupProbe", "readinessProbe", "livenessProbe")]
+            hooks = [container.get("lifecycle", {}).get(h, {}).get("exec", {}).get("command", [])
+                     for h in ("preStop", "postStart")]
+            for word in [w for words in [container.get("command", []), *probes, *hooks] for w in words]:
+                folder, _, file = word.rpartition("/")
+                if folder in mounts:
+                    checked += 1
+                    if file not in config_maps.get((namespace, mounts[folder]), {}):
+                        problems.append(f"{describe(workload, container)} runs {word}, which ConfigMap "
+                                        f"{mounts[folder]} does not have")
+    assert checked and problems == []
+
+
+def selected(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.get("matchLabels", {}).items())
+
+
+@pytest.mark.parametrize("render", RENDERS)
+def test_monitors_scrape_ports_their_targets_name(render: str) -> None:
+    objects = rendered(render)
+    pods = [(w["metadata"]["namespace"], t["metadata"]["labels"],
+             {p["name"] for c in t["spec"]["containers"] for p in c.get("ports", []) if "name" in p})
+            for w, t in pod_templates(objects)]
+    services = [(s["metadata"]["namespace"], s["metadata"].get("labels", {}),
+                 {p["name"] for p in s["spec"]["ports"] if "name" in p}) for s in objects if s["kind"] == "Service"]
+    problems = []
+    for monitor in objects:
+        if monitor["kind"] not in ("PodMonitor", "ServiceMonitor"):
+            continue
+        spec = monitor["spec"]
+        namespaces = spec.get("namespaceSelector", {}).get("matchNames", [monitor["metadata"]["namespace"]])
+        targets = pods if monitor["kind"] == "PodMonitor" else services
+        matching = [ports for namespace, labels, ports in targets
+                    if namespace in namespaces and selected(spec["selector"], labels)]
+        endpoints = spec.get("podMetricsEndpoints") or spec.get("endpoints")
+        # Prometheus keeps only the targets that name the port (others selected, such as admin Jobs, are dropped).
+        problems += [f"{monitor['kind']} {monitor['metadata']['name']}: no target names port {e['port']}"
+                     for e in endpoints if not any(e["port"] in ports for ports in matching)]
+    assert problems == []
+
+
+@pytest.mark.parametrize("render", RENDERS)
+def test_autoscalers_scale_workloads_the_render_creates(render: str) -> None:
+    objects = rendered(render)
+    workloads = {(m["apiVersion"], m["kind"], m["metadata"].get("namespace"), m["metadata"]["name"]) for m in objects}
+    problems = [f"{m['kind']} {m['metadata']['name']} scales a missing {m['spec']['scaleTargetRef']}"
+                for m in objects if m["kind"] in ("HorizontalPodAutoscaler", "ScaledObject")
+                and (m["spec"]["scaleTargetRef"].get("apiVersion"), m["spec"]["scaleTargetRef"]["kind"],
+                     m["metadata"]["namespace"], m["spec"]["scaleTargetRef"]["name"]) not in workloads]
+    assert problems == []
