@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import yaml
@@ -23,7 +23,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 STACKS = ("dev", "staging", "prod")
 MODES = {"update": False, "preview": True}
 
-_cache: dict[tuple[str, bool], Capture] = {}
+T = TypeVar("T")
+_cache: dict[tuple[Any, ...], Any] = {}
 
 
 @contextmanager
@@ -40,14 +41,18 @@ def policy_pack(pack_dir: Path = PROJECT_ROOT / "policies") -> Iterator[Any]:
 
 def stack_capture(stack: str, preview: bool = False) -> Capture:
     """The stack's capture, run once per test session (captures are pure functions of the files)."""
-    key = (stack, preview)
+    saved = Path(os.environ.get("HAAI_MUTATION_CAPTURES", "/nonexistent")) / captured_file(stack, preview)
+    if saved.is_file():  # renders made before a mutmut run that cannot change them (tests/mutation.py)
+        return once_per_session(("saved", stack, preview), lambda: pickle.loads(saved.read_bytes()))
+    return once_per_session((stack, preview),
+                            lambda: capture_stack(stack, project_root=PROJECT_ROOT, preview=preview))
+
+
+def once_per_session(key: tuple[Any, ...], compute: Callable[[], T]) -> T:
+    """``compute()``, run once per test session for ``key`` (a render is a pure function of its input)."""
     if key not in _cache:
-        saved = Path(os.environ.get("HAAI_MUTATION_CAPTURES", "/nonexistent")) / captured_file(stack, preview)
-        if saved.is_file():  # renders made before a mutmut run that cannot change them (tests/mutation.py)
-            _cache[key] = pickle.loads(saved.read_bytes())
-        else:
-            with _calls_recorded(key):
-                _cache[key] = capture_stack(stack, project_root=PROJECT_ROOT, preview=preview)
+        with _calls_recorded(key):
+            _cache[key] = compute()
     _replay_calls(key)
     return _cache[key]
 

@@ -14,6 +14,7 @@ the tests read, and runs mutmut there with the [tool.mutmut] settings of pyproje
     python -m tests.mutation tools score --sample     # the score of that sample
     python -m tests.mutation tools run $(python -m tests.mutation tools pending --sample)  # survivors, not-run
     python -m tests.mutation run $(python -m tests.mutation pending --one-in=50)  # one in 50, by name hash
+    python -m tests.mutation score --one-in=50:7      # another one in 50 (hash remainder 7): a held-out sample
 
 Other arguments go to mutmut (``results``, ``show <mutant>``).
 """
@@ -96,12 +97,14 @@ SAMPLE = "*__mutmut_*[05]"  # one mutant in five: those numbered ...0 and ...5 i
 
 
 def sampled(name: str, selection: str | None) -> bool:
-    """``--sample``: the SAMPLE pattern (a glob ``run`` takes too); ``--one-in N``: by a hash of the name."""
+    """``--sample``: the SAMPLE pattern (a glob ``run`` takes too); ``--one-in=N``: by a hash of the name;
+    ``--one-in=N:R``: the hash's remainder R instead of 0, a held-out sample no test was written against."""
     if selection is None:
         return True
     if selection == "--sample":
         return fnmatch.fnmatch(name, SAMPLE)
-    return zlib.crc32(name.encode()) % int(selection.removeprefix("--one-in=")) == 0
+    modulus, _, remainder = selection.removeprefix("--one-in=").partition(":")
+    return zlib.crc32(name.encode()) % int(modulus) == int(remainder or 0)
 
 
 def verdicts(scope: Scope, sample: str | None) -> dict[str, dict[str, str]]:

@@ -18,7 +18,7 @@ import yaml
 
 from ha_ai_stack_tools.render import manifests
 
-from .conftest import PROJECT_ROOT, STACKS, run_stack_config, stack_capture
+from .conftest import PROJECT_ROOT, STACKS, once_per_session, run_stack_config, stack_capture
 
 PULL_POLICIES = {"Always", "IfNotPresent", "Never"}
 PROTOCOLS = {"TCP", "UDP", "SCTP"}
@@ -48,15 +48,12 @@ def prod_variant() -> list[dict[str, Any]]:
 
 
 RENDERS = [*STACKS, "prod-variant"]
-_variant: list[dict[str, Any]] = []
 
 
 def rendered(name: str) -> list[dict[str, Any]]:
     if name != "prod-variant":
         return manifests(stack_capture(name))
-    if not _variant:
-        _variant.extend(prod_variant())
-    return _variant
+    return once_per_session(("prod-variant",), prod_variant)
 
 
 def pod_templates(objects: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
@@ -175,12 +172,15 @@ def test_monitors_scrape_ports_their_targets_name(render: str) -> None:
         spec = monitor["spec"]
         namespaces = spec.get("namespaceSelector", {}).get("matchNames", [monitor["metadata"]["namespace"]])
         targets = pods if monitor["kind"] == "PodMonitor" else services
-        matching = [ports for namespace, labels, ports in targets
+        matching = [(labels, ports) for namespace, labels, ports in targets
                     if namespace in namespaces and selected(spec["selector"], labels)]
-        endpoints = spec.get("podMetricsEndpoints") or spec.get("endpoints")
-        # Prometheus keeps only the targets that name the port (others selected, such as admin Jobs, are dropped).
-        problems += [f"{monitor['kind']} {monitor['metadata']['name']}: no target names port {e['port']}"
-                     for e in endpoints if not any(e["port"] in ports for ports in matching)]
+        # Prometheus keeps only the selected targets that name the port (others, such as admin Jobs, are dropped),
+        # and each monitor is meant for one application: its alerts and target labels assume so.
+        for endpoint in spec.get("podMetricsEndpoints") or spec.get("endpoints"):
+            scraped = {labels.get("app.kubernetes.io/name") for labels, ports in matching if endpoint["port"] in ports}
+            if len(scraped) != 1:
+                problems.append(f"{monitor['kind']} {monitor['metadata']['name']}: port {endpoint['port']} is "
+                                f"scraped from {sorted(map(str, scraped))}")
     assert problems == []
 
 
