@@ -19,6 +19,8 @@ from ha_ai_stack_tools.capture import Capture, Project, capture_program, capture
 from ha_ai_stack_tools.policy_check import running_pack
 from ha_ai_stack_tools.render import manifests
 
+from .mutation_stats import calls_recorded, collecting_stats, replay_calls
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 STACKS = ("dev", "staging", "prod")
 MODES = {"update": False, "preview": True}
@@ -51,65 +53,31 @@ def stack_capture(stack: str, preview: bool = False) -> Capture:
 def once_per_session(key: tuple[Any, ...], compute: Callable[[], T]) -> T:
     """``compute()``, run once per test session for ``key`` (a render is a pure function of its input)."""
     if key not in _cache:
-        with _calls_recorded(key):
+        with calls_recorded(key):
             _cache[key] = compute()
-    _replay_calls(key)
+    replay_calls(key)
     return _cache[key]
 
 
-# While mutmut collects which tests call which function ("stats"), a cached result would tie a function to the
-# first test that computed it only, and mutmut runs only the tied tests against that function's mutants. So the
-# calls made while computing a cached result (a stack capture, a module-scoped fixture) are recorded once and
-# counted again for every test that reuses it. Outside that phase these do nothing.
-_recorded_calls: dict[object, frozenset[str]] = {}
-
-
-def _mutmut_calls() -> set[str] | None:
-    if os.environ.get("MUTANT_UNDER_TEST") != "stats":
-        return None
-    from mutmut.state import state
-
-    return state()._stats
-
-
-@contextmanager
-def _calls_recorded(key: object) -> Iterator[None]:
-    calls = _mutmut_calls()
-    if calls is None:
-        yield
-        return
-    earlier = set(calls)
-    calls.clear()
-    try:
-        yield
-    finally:
-        _recorded_calls[key] = frozenset(calls)
-        calls.update(earlier)
-
-
-def _replay_calls(key: object) -> None:
-    calls = _mutmut_calls()
-    if calls is not None:
-        calls.update(_recorded_calls.get(key, ()))
-
-
+# For mutmut's stats only (tests/mutation_stats.py): a fixture wider than one test counts its calls for each test
+# that uses it, not just for the first.
 @pytest.hookimpl(hookwrapper=True)
 def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> Iterator[None]:
     if fixturedef.scope == "function":
         yield
         return
-    with _calls_recorded(fixturedef):
+    with calls_recorded(fixturedef):
         yield
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_call(item: pytest.Item) -> None:
-    if _mutmut_calls() is None:
+    if collecting_stats() is None:
         return
     definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
     for name in getattr(item, "fixturenames", ()):
         for fixturedef in definitions.get(name, ()):
-            _replay_calls(fixturedef)
+            replay_calls(fixturedef)
 
 
 def captured_file(stack: str, preview: bool) -> str:
