@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes.utils.quantity import parse_quantity
 
 from ha_ai_stack_tools.render import manifests
 
@@ -110,6 +111,23 @@ def test_values_the_api_server_takes_only_from_a_closed_list(render: str) -> Non
         problems += [f"{manifest['kind']} {manifest['metadata']['name']}: protocol {p['protocol']}" for p in ports
                      if p.get("protocol", "TCP") not in PROTOCOLS]
     assert problems == []
+
+
+@pytest.mark.parametrize("render", RENDERS)
+def test_no_request_exceeds_its_limit(render: str) -> None:
+    """The API server refuses a container whose request of a resource is above its limit of it."""
+    problems = []
+    for workload, template in pod_templates(rendered(render)):
+        for container in containers(template["spec"]):
+            requests, limits = (container.get("resources", {}).get(bound, {}) for bound in ("requests", "limits"))
+            problems += [f"{describe(workload, container)}: {name} request {requests[name]} > limit {limits[name]}"
+                         for name in requests.keys() & limits.keys()
+                         if parse_quantity(requests[name]) > parse_quantity(limits[name])]
+    assert problems == []
+
+
+def test_the_quantity_parser_tells_milli_from_mega() -> None:
+    assert parse_quantity("50m") < parse_quantity("100m") < parse_quantity("50M")
 
 
 @pytest.mark.parametrize("render", RENDERS)

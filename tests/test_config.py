@@ -197,3 +197,8 @@ def test_every_kind_of_bound_reads_as_its_comparison() -> None:
         ("at_least", "must be >= 1 (got 0)"), ("above", "must be > 0 (got 0)"),
         ("at_most", "must be <= 1 (got 2)"), ("below", "must be < 2 (got 2)")]
     Bounded(at_least=1, above=1, at_most=1, below=1)  # each limit itself, or just inside it, passes
+
+
+def test_an_unknown_key_inside_an_optional_section_gets_a_hint_from_that_section() -> None:
+    raw = {"tier": "dev", "inference": [service(autoscaling={"max_replica": 4})]}
+    assert problems(raw) == ["haai:inference[0].autoscaling.max_replica: unknown key (did you mean 'max_replicas'?)"]

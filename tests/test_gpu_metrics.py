@@ -97,6 +97,11 @@ def test_the_alerts_that_matter() -> None:
         ("inference-triton", "InferenceGpuSaturated", {**warning, "service": "triton"}, "15m"),
         ("inference-vllm-chat", "InferenceNoReadyReplicas", {**critical, "service": "vllm-chat"}, "5m"),
         ("inference-vllm-chat", "InferenceGpuSaturated", {**warning, "service": "vllm-chat"}, "15m")]
+    rules = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert [name for name, r in rules.items() if set(r["annotations"]) != {"summary"}] == []
+    assert rules["RedisBackupFailed"]["annotations"]["summary"] == (
+        "A Redis backup Job failed: its log says which shard or upload (backup.sh, backup_s3.py).")
+
     def redis_alert_names(config: dict[str, Any]) -> list[str]:
         [rule] = by_kind(manifests(run_stack_config(config)), "PrometheusRule")
         return [r["alert"] for g in rule["spec"]["groups"] if g["name"] == "redis" for r in g["rules"]]

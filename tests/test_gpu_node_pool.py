@@ -82,13 +82,12 @@ def test_karpenter_backend_matches_the_crd_schemas(preview: bool) -> None:
     for manifest in objects.values():
         validate_object(manifest, "1.33")
     pool = objects["NodePool"]["spec"]
-    requirements = {r["key"]: r["values"] for r in pool["template"]["spec"]["requirements"]}
-    assert requirements == {
-        "karpenter.k8s.aws/instance-gpu-manufacturer": ["nvidia"],
-        "node.kubernetes.io/instance-type": ["g5.xlarge", "g5.2xlarge"],
-        "karpenter.sh/capacity-type": ["spot"],
-        "topology.kubernetes.io/zone": ZONES,
-    }
+    assert pool["template"]["spec"]["requirements"] == [
+        {"key": "karpenter.k8s.aws/instance-gpu-manufacturer", "operator": "In", "values": ["nvidia"]},
+        {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["g5.xlarge", "g5.2xlarge"]},
+        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]},
+        {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ZONES},
+    ]
     assert pool["template"]["spec"]["taints"] == [{"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}]
     assert pool["limits"] == {"nvidia.com/gpu": "16", "cpu": "256", "memory": "1024Gi"}
     assert pool["disruption"]["budgets"] == [
@@ -98,6 +97,20 @@ def test_karpenter_backend_matches_the_crd_schemas(preview: bool) -> None:
     assert node_class["metadataOptions"]["httpTokens"] == "required"
     assert node_class["blockDeviceMappings"][0]["ebs"]["encrypted"] is True
     assert node_class["subnetSelectorTerms"] == [{"tags": {"karpenter.sh/discovery": "staging"}}]
+
+
+def test_a_karpenter_pool_by_instance_family_waits_for_its_node_class(preview: bool) -> None:
+    spec = GpuNodePoolArgs(name="gpu", backend="karpenter", zones=ZONES,
+                           karpenter=KARPENTER.model_copy(update={"instance_families": ["g5", "g6"]}))
+    capture = build(preview, spec)
+    [pool] = capture.of_type("kubernetes:karpenter.sh/v1:NodePool")
+    [node_class] = capture.of_type("kubernetes:karpenter.k8s.aws/v1:EC2NodeClass")
+    for manifest in manifests(capture):
+        validate_object(manifest, "1.33")
+    assert pool.inputs["spec"]["template"]["spec"]["requirements"][1] == {
+        "key": "karpenter.k8s.aws/instance-family", "operator": "In", "values": ["g5", "g6"]}
+    # Karpenter refuses to launch for a NodePool whose nodeClassRef does not resolve yet.
+    assert node_class.urn in pool.dependencies
 
 
 @pytest.mark.parametrize(("path", "value"), [

@@ -12,6 +12,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from ha_ai_stack.cloud_identity import read_only_s3_policy, s3_locations
+
 from .conftest import stack_capture
 
 TRUST_STATEMENT_KEYS = {"Sid", "Effect", "Principal", "Action", "Condition"}
@@ -73,3 +75,27 @@ def test_each_irsa_role_trusts_exactly_its_service_account_through_the_clusters_
         "haai-ai-serving-redis-backup": trusting("ai-serving:redis-backup"),
         None: {"Version": "2012-10-17", "Statement": [  # the EKS node role, autonamed
             {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}}
+
+
+def test_a_read_only_policy_grants_each_prefix_or_a_whole_bucket_and_lists_only_those() -> None:
+    locations = s3_locations("--model-repository=s3://models/prod/triton",
+                             "s3://weights/llama.manifest.json s3://whole-bucket")
+    assert read_only_s3_policy(locations) == {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [
+            "arn:aws:s3:::models/prod/triton", "arn:aws:s3:::models/prod/triton/*",
+            "arn:aws:s3:::weights/llama.manifest.json", "arn:aws:s3:::weights/llama.manifest.json/*",
+            "arn:aws:s3:::whole-bucket/*"]},
+        {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": "arn:aws:s3:::models",
+         "Condition": {"StringLike": {"s3:prefix": ["prod/triton", "prod/triton/*"]}}},
+        {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": "arn:aws:s3:::weights",
+         "Condition": {"StringLike": {"s3:prefix": ["llama.manifest.json", "llama.manifest.json/*"]}}},
+        {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": "arn:aws:s3:::whole-bucket",
+         "Condition": {"StringLike": {"s3:prefix": ["*"]}}}]}
+
+
+def test_each_irsa_role_is_tagged_with_the_service_account_that_may_assume_it() -> None:
+    tags = {role["name"]: role.get("tags") for role in of_type("prod", "aws:iam/role:Role") if role.get("name")}
+    assert tags == {"haai-acme-prod-ebs-csi": {"ha-ai-stack/service-account": "kube-system/ebs-csi-controller-sa"},
+                    "haai-ai-serving-vllm-chat": {"ha-ai-stack/service-account": "ai-serving/vllm-chat"},
+                    "haai-ai-serving-triton": {"ha-ai-stack/service-account": "ai-serving/triton"},
+                    "haai-ai-serving-redis-backup": {"ha-ai-stack/service-account": "ai-serving/redis-backup"}}

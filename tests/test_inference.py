@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from ha_ai_stack import (
 from ha_ai_stack_tools.capture import Capture
 from ha_ai_stack.probes import STARTUP_PERIOD_SECONDS
 
-from .conftest import objects_of, only, record_custom_timeouts, run_components
+from .conftest import PROJECT_ROOT, objects_of, only, record_custom_timeouts, run_components
 
 IMAGE = "ghcr.io/acme/ai-model:1.4.2"
 POOL = GpuSchedulingContract.for_pool("gpu-a10g", gpus_per_node=4, gpu_model="A10G",
@@ -337,3 +338,14 @@ def test_the_model_fetch_is_told_its_source_cache_and_how_long_a_partial_downloa
     assert {"name": "model-cache", "ephemeral": {"volumeClaimTemplate": {"spec": {
         "accessModes": ["ReadWriteOnce"], "storageClassName": "gp3", "resources": {"requests": {"storage": "300Gi"}}}}}
             } in own["volumes"]
+
+
+def test_the_fetch_script_ships_in_a_config_map_named_by_its_content(preview: bool) -> None:
+    """A changed script is a new ConfigMap and so a new pod template (a rollout), never an in-place swap."""
+    capture = build(preview, server="vllm", model={"source": "s3://models/llama"})
+    script = (PROJECT_ROOT / "components" / "inference" / "scripts" / "fetch_model.py").read_text()
+    [config_map] = objects_of(capture, "ConfigMap")
+    assert config_map["metadata"]["name"] == f"svc-fetch-{hashlib.sha256(script.encode()).hexdigest()[:10]}"
+    assert config_map["data"] == {"fetch_model.py": script}
+    assert {"name": "model-fetch", "configMap": {"name": config_map["metadata"]["name"], "defaultMode": 0o444}} in \
+        pod_spec(capture)["volumes"]

@@ -254,11 +254,14 @@ def test_backups_are_a_cron_job_of_two_containers_on_a_scratch_volume_with_the_p
     assert dump["command"] == ["sh", "/etc/redis/backup.sh"] and dump["image"] == "redis:7.2.5"
     assert upload["command"] == ["python3", "/etc/redis/backup_s3.py", "upload"]
     assert upload["image"] == "public.ecr.aws/lambda/python:3.12.2025.01.14.14"
-    env = {e["name"]: e.get("value") for e in upload["env"]}
-    assert env["BACKUP_BUCKET"] == "acme-redis-backups" and env["BACKUP_PREFIX"] == "prod"
-    assert env["BACKUP_RETENTION"] == "14" and env["CLUSTER_NAME"] == "redis"
-    password = next(e for e in upload["env"] if e["name"] == "REDIS_PASSWORD")
-    assert password["valueFrom"]["secretKeyRef"] == {"name": "redis-auth", "key": "password"}
+    password = {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "redis-auth", "key": "password"}}}
+    shared = [password, {"name": "TOPOLOGY_FILE", "value": "/etc/redis/topology.txt"},
+              {"name": "BACKUP_DIR", "value": "/backup"}]
+    assert dump["env"] == shared
+    assert upload["env"] == [
+        {"name": "HOME", "value": "/tmp"}, {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}, *shared,
+        {"name": "BACKUP_BUCKET", "value": "acme-redis-backups"}, {"name": "BACKUP_PREFIX", "value": "prod"},
+        {"name": "CLUSTER_NAME", "value": "redis"}, {"name": "BACKUP_RETENTION", "value": "14"}]
     # 3 shards x 8Gi member memory: room for every shard's RDB, on the members' class.
     [staging] = [v for v in pod["volumes"] if v["name"] == "staging"]
     claim = staging["ephemeral"]["volumeClaimTemplate"]["spec"]

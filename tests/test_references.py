@@ -218,6 +218,11 @@ def test_references_of_an_ingress_and_a_pvc() -> None:
     assert claim == [Reference("DefaultStorageClass", "", None, "spec.storageClassName")]
     provided = provided_by([], [Prerequisite(kind="IngressClass", name="alb", reason="AWS LB controller")], "ml")
     assert provided.resolves(ingress[0]) and not provided.resolves(claim[0])
+    default_class = {"metadata": {"name": "gp3", "annotations": {
+        "storageclass.kubernetes.io/is-default-class": "true"}}}
+    assert provided_by([("StorageClass", default_class)], [], "ml").resolves(claim[0])
+    other_class = {"metadata": {"name": "gp2", "annotations": {"storageclass.kubernetes.io/is-default-class": "false"}}}
+    assert not provided_by([("StorageClass", other_class)], [], "ml").resolves(claim[0])
 
 
 def test_references_of_a_pod_env_from_both_sources_and_an_external_metric() -> None:
