@@ -105,6 +105,11 @@ def test_values_the_api_server_takes_only_from_a_closed_list(render: str) -> Non
                          for env in container.get("env", []) if "fieldRef" in env.get("valueFrom", {})
                          and env["valueFrom"]["fieldRef"]["fieldPath"] not in FIELD_PATHS]
     for manifest in objects:
+        strategy = {"Deployment": ("strategy", {"RollingUpdate", "Recreate"}),
+                    "StatefulSet": ("updateStrategy", {"RollingUpdate", "OnDelete"}),
+                    "DaemonSet": ("updateStrategy", {"RollingUpdate", "OnDelete"})}.get(manifest["kind"])
+        if strategy and manifest["spec"].get(strategy[0], {}).get("type", "RollingUpdate") not in strategy[1]:
+            problems.append(f"{describe(manifest)}: {strategy[0]} {manifest['spec'][strategy[0]]['type']}")
         ports = (manifest["spec"].get("ports", []) if manifest["kind"] == "Service" else
                  [p for rule in manifest["spec"].get("ingress", []) + manifest["spec"].get("egress", [])
                   for p in rule.get("ports", [])] if manifest["kind"] == "NetworkPolicy" else [])

@@ -8,6 +8,7 @@ exist afterwards. Property tests throw arbitrary YAML and arbitrary bytes at the
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -302,6 +303,10 @@ def test_api_names_are_checked_with_the_config_wording(case: str, build: Any, ex
     with pytest.raises(ArgsError) as raised:
         run_components(build)
     assert expected in str(raised.value)
+    component = case.split()[0]
+    headline = {"service": "InferenceService", "redis": "RedisCluster", "pool": "GpuNodePool", "stack": "HaAiStack"}
+    assert re.fullmatch(rf"invalid arguments for {headline[component]} '[^']+' \(1 problem\):",
+                        str(raised.value).splitlines()[0])
 
 
 def test_names_at_the_limit_pass() -> None:

@@ -186,6 +186,8 @@ def test_zero_downtime_rollout(preview: bool) -> None:
     assert spec["progressDeadlineSeconds"] > 900
     assert spec["template"]["spec"]["terminationGracePeriodSeconds"] == 300
     assert container(capture)["lifecycle"] == {"preStop": {"sleep": {"seconds": 20}}}
+    # No sleep, no hook at all: API servers before 1.33 refuse a zero sleep.
+    assert "lifecycle" not in container(build(preview, pre_stop_sleep_seconds=0))
 
 
 def test_restricted_security_and_writable_scratch(preview: bool) -> None:
@@ -273,7 +275,10 @@ def test_network_policy_allows_own_namespace_and_listed_ones(preview: bool) -> N
         {"podSelector": {}},
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}},
     ]
-    assert all(rule["ports"][0]["port"] != 443 for rule in policy["egress"])
+    assert policy["egress"] == [{  # cluster DNS only: no HTTPS, no Redis
+        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+        "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}]
 
 
 def test_endpoint_output(preview: bool) -> None:
