@@ -118,6 +118,39 @@ def test_values_the_api_server_takes_only_from_a_closed_list(render: str) -> Non
     assert problems == []
 
 
+# Label keys: an optional DNS-subdomain prefix and "/", then a name part; values: empty or a name part, at most 63.
+LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+
+def label_problems(labels: dict[str, str]) -> list[str]:
+    problems = []
+    for key, value in labels.items():
+        prefix, _, name = key.rpartition("/")
+        if (prefix and (len(prefix) > 253 or not LABEL_PREFIX.match(prefix))) or len(name) > 63 \
+                or not LABEL_NAME.match(name):
+            problems.append(f"key {key!r}")
+        if len(value) > 63 or (value and not LABEL_NAME.match(value)):
+            problems.append(f"value {value!r} of {key!r}")
+    return problems
+
+
+def test_the_label_rules_refuse_what_the_api_server_refuses() -> None:
+    assert label_problems({"ha-ai-stack/redis-group": "a", "app.kubernetes.io/name": "redis", "tier": ""}) == []
+    assert label_problems({"HA-AI-STACK/group": "a", "x/-name": "b", "ok": "a" * 64, "k": "-v"}) == [
+        "key 'HA-AI-STACK/group'", "key 'x/-name'", f"value {'a' * 64!r} of 'ok'", "value '-v' of 'k'"]
+
+
+@pytest.mark.parametrize("render", RENDERS)
+def test_every_label_key_and_value_is_one_the_api_server_takes(render: str) -> None:
+    problems = []
+    for manifest in rendered(render):
+        problems += [f"{describe(manifest)}: {p}" for p in label_problems(manifest["metadata"].get("labels", {}))]
+    for workload, template in pod_templates(rendered(render)):
+        problems += [f"{describe(workload)} pods: {p}" for p in label_problems(template["metadata"].get("labels", {}))]
+    assert problems == []
+
+
 @pytest.mark.parametrize("render", RENDERS)
 def test_no_request_exceeds_its_limit(render: str) -> None:
     """The API server refuses a container whose request of a resource is above its limit of it."""

@@ -104,7 +104,7 @@ class InferenceService(pulumi.ComponentResource):
                                              kind="ScaledObject", metadata=metadata,
                                              spec=objects.scaled_object_spec, opts=child)
             if objects.scaled_object_spec else None)
-        self.service_name = self.service.metadata.apply(lambda meta: meta.name or name)
+        self.service_name = self.service.metadata.apply(lambda meta: meta.name)  # the name the cluster reports
         port = args.http_port()
         namespace = args.namespace
         self.endpoint = self.service_name.apply(lambda svc: f"http://{svc}.{namespace}.svc.cluster.local:{port}")
