@@ -176,6 +176,9 @@ def test_custom_timeouts_follow_the_rollout_arithmetic(monkeypatch: pytest.Monke
     assert seen["redis-us-east-1a-sts"] == ("1680s", "1680s")  # 2 x (90 + 600) + 300
     assert seen["redis-bootstrap"] == ("1200s", "1200s")  # BOOTSTRAP_TIMEOUT 900 + 300
     assert seen["redis-balance"] == ("900s", "900s")  # BALANCE_TIMEOUT 600 + 300
+    assert "redis-restore" not in seen
+    build(False, zones=ZONES, restore_from="s3://acme-redis-backups/prod/redis/20261126T010344Z")
+    assert seen["redis-restore"] == ("3600s", "3600s")  # the restore Job's own deadline: downloads of every shard
 
 
 def test_a_config_change_is_a_new_config_map_and_rolls_the_members(preview: bool) -> None:
@@ -269,6 +272,7 @@ def test_backups_are_a_cron_job_of_two_containers_on_a_scratch_volume_with_the_p
     assert pod["serviceAccountName"] == "redis-backup" and pod["automountServiceAccountToken"] is False
     [account] = objects_of(capture, "ServiceAccount")
     assert account["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/b"}
+    assert account["automountServiceAccountToken"] is False  # the pods need no Kubernetes API token
     # HTTPS out for the S3 pods only; the members get no S3 egress without a restore.
     s3_policy = next(p for p in objects_of(capture, "NetworkPolicy") if p["metadata"]["name"] == "redis-s3")
     assert s3_policy["spec"]["podSelector"]["matchLabels"] == {"ha-ai-stack/redis-s3": "true"}
