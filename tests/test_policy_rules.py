@@ -42,8 +42,24 @@ def resource(manifest: dict[str, Any]) -> CapturedResource:
 
 
 def findings(pack: Any, policy: str, objects: Objects, config: dict[str, Any] | None = None) -> list[str]:
+    """The policy's messages; each one is also checked to be reported on the object its message starts with."""
     configure(pack, {"all": "mandatory", **(config or {})})
-    return [f.message for f in analyze(pack, [resource(o) for o in objects]) if f.policy == policy]
+    found = [f for f in analyze(pack, [resource(o) for o in objects]) if f.policy == policy]
+    for finding in found:  # messages start "<ns>/<name>..." or "<Kind> <ns>/<name>..."
+        subjects = {word.rstrip(":") for word in finding.message.split(" ")[:2]}
+        named = {o["metadata"]["name"] for o in objects if qualified_name(o) in subjects}
+        if policy not in GROUP_POLICIES:
+            assert not named or finding.resource in named, f"reported on {finding.resource}: {finding.message}"
+    return [f.message for f in found]
+
+
+# Policies about a workload group (every Deployment or StatefulSet of one app instance) report on the stack.
+GROUP_POLICIES = {"workload-min-replicas"}
+
+
+def qualified_name(manifest: dict[str, Any]) -> str:
+    namespace, name = manifest["metadata"].get("namespace"), manifest["metadata"]["name"]
+    return f"{namespace}/{name}" if namespace else name
 
 
 def container(name: str = "server") -> dict[str, Any]:

@@ -34,7 +34,7 @@ def _restricted_problems(pod: dict[str, Any]) -> list[str]:
     for container in all_containers(pod):
         context = container.get("securityContext") or {}
         name = container.get("name")
-        if not context.get("runAsNonRoot", pod_context.get("runAsNonRoot", False)):
+        if not context.get("runAsNonRoot", pod_context.get("runAsNonRoot")):
             problems.append(f"container {name} may run as root (runAsNonRoot is not true)")
         if context.get("allowPrivilegeEscalation") is not False:
             problems.append(f"container {name} allows privilege escalation")
