@@ -175,6 +175,21 @@ def test_unreachable_cluster_is_one_line() -> None:
     assert checks[0].detail.startswith("cannot reach the cluster: ") and "port=9" in checks[0].detail
 
 
+@pytest.mark.parametrize(("error", "detail"), [
+    (TimeoutError(), "TimeoutError"),  # no message: the error's type says what happened
+    (ConnectionResetError("reset by peer\nsecond line"), "reset by peer"),
+    (OSError("x" * 250), "x" * 200),
+])
+def test_an_unreachable_cluster_is_said_in_one_short_line(monkeypatch: pytest.MonkeyPatch, error: OSError,
+                                                          detail: str) -> None:
+    def refuse(self: Any) -> None:
+        raise error
+
+    monkeypatch.setattr(client.VersionApi, "get_code", refuse)
+    [check] = cluster_preflight(config_with([]), api("http://127.0.0.1:9"))
+    assert check.detail == f"cannot reach the cluster: {detail}"
+
+
 def test_secret_exists_and_has_its_keys(cluster: tuple[FakeCluster, str]) -> None:
     fake, host = cluster
     fake.put(f"/api/v1/namespaces/{NS}/secrets/huggingface", secret("huggingface", ["token"]))

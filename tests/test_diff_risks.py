@@ -156,6 +156,13 @@ def test_replicas_at_the_floor_or_with_a_lower_floor_are_quiet_and_one_below_fir
     assert risk_lines(to_two, min_replicas=3, base_edit=from_four) == [
         f"Deployment {NS}/ai-inference-service: replicas 4 -> 2, below the tier minimum 3"]
 
+    def added_first_then_to_two(resources: list[dict[str, Any]]) -> None:  # a new object does not end the scan
+        resources.insert(0, {"type": "kubernetes:core/v1:ConfigMap", "name": "new-settings", "inputs": {
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "new-settings", "namespace": NS}}})
+        to_two(resources)
+    assert risk_lines(added_first_then_to_two, min_replicas=3, base_edit=from_four) == [
+        f"Deployment {NS}/ai-inference-service: replicas 4 -> 2, below the tier minimum 3"]
+
 
 def topology_edit(shards: int, replicas: int) -> Edit:
     def edit(resources: list[dict[str, Any]]) -> None:
@@ -265,8 +272,10 @@ def test_values_are_shown_whole_up_to_the_limit() -> None:
 def test_diff_stacks_uses_the_head_tier_floor(monkeypatch: pytest.MonkeyPatch) -> None:
     base, head = small_sides()
     sides = ({"prod": {"tier": "prod", "resources": base}}, {"prod": {"tier": "dev", "resources": head}})
-    monkeypatch.setattr(diff, "snapshots", lambda root, ref, stacks: sides)
+    asked: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(diff, "snapshots", lambda root, ref, stacks: asked.append((root, ref, stacks)) or sides)
     [result] = diff_stacks(PROJECT_ROOT, "main", ["prod"])
+    assert asked == [(PROJECT_ROOT, "main", ["prod"])]  # both sides rendered from the project asked for
     assert result.stack == "prod" and result.risks == []  # dev's floor is 1: 3 -> 2 is not below it
     assert [r.resource for r in result.resources] == ["Role reader", "Deployment shop/web", "Service shop/old"]
     sides[1]["prod"]["tier"] = "prod"

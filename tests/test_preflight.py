@@ -367,3 +367,12 @@ def test_a_type_nobody_knows_leaves_the_quota_unknown(aws: dict[str, str]) -> No
     assert checks["vCPU quota (G and VT, on-demand)"] == Check(
         "gpu", "vCPU quota (G and VT, on-demand)", "unknown",
         "an instance type's vCPUs are unknown (EC2 did not say, and it is not in our table)")
+
+
+def test_every_pool_is_checked(aws: dict[str, str]) -> None:
+    config = stack([aws["us-east-1a"], aws["us-east-1b"]])
+    second = config.gpu_pools[0].model_copy(update={"name": "gpu-large", "instance_types": ["g5.12xlarge"]})
+    config.gpu_pools.append(second)
+    checks = preflight(config, lambda service: boto3.client(service, region_name=REGION))
+    assert [(c.subject, c.check) for c in checks if c.check.endswith("offered")] == [
+        ("gpu", "g5.xlarge offered"), ("gpu-large", "g5.12xlarge offered")]
