@@ -89,6 +89,12 @@ def run_components(build: Callable[[], None], *, preview: bool = False) -> Captu
     return capture_program(build, project="unit", stack="unit", config={}, preview=preview)
 
 
+def stack_config(stack: str) -> dict[str, Any]:
+    """A shipped stack's ``haai:`` config (keys without the prefix), a fresh copy to change."""
+    config = yaml.safe_load((PROJECT_ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"]
+    return {key.removeprefix("haai:"): value for key, value in config.items()}
+
+
 def run_stack_config(
     config: dict[str, Any], *, stack: str = "test", preview: bool = False, sink: Capture | None = None
 ) -> Capture:

@@ -8,18 +8,16 @@ ConfigMaps, the ports monitors scrape and the workloads autoscalers scale. The t
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes.utils.quantity import parse_quantity
 
 from ha_ai_stack_tools.render import manifests
 
-from .conftest import PROJECT_ROOT, STACKS, once_per_session, run_stack_config, stack_capture
+from .conftest import STACKS, once_per_session, run_stack_config, stack_capture, stack_config
 
 PULL_POLICIES = {"Always", "IfNotPresent", "Never"}
 PROTOCOLS = {"TCP", "UDP", "SCTP"}
@@ -35,9 +33,8 @@ RESTORE_FROM = "s3://acme-redis-backups/prod/redis/20261126T010344Z"
 
 
 def prod_variant() -> list[dict[str, Any]]:
-    """Prod with a restore, a shared model cache, KEDA and a metrics port: paths the shipped stacks leave off."""
-    document = yaml.safe_load((PROJECT_ROOT / "stacks" / "Pulumi.prod.yaml").read_text())["config"]
-    config = {key.removeprefix("haai:"): copy.deepcopy(value) for key, value in document.items()}
+    """Prod with a restore, a shared model cache and KEDA: paths the shipped stacks leave off."""
+    config = stack_config("prod")
     config["redis"]["restore_from"] = RESTORE_FROM
     services = {service["name"]: service for service in config["inference"]}
     services["vllm-chat"]["model"].update(cache="pvc", cache_claim="models-efs")

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import yaml
 
 from ha_ai_stack import ConfigError
 from ha_ai_stack.prerequisites import (Prerequisite, Reference, prerequisites_config_map_data, provided_by,
@@ -20,7 +19,7 @@ from ha_ai_stack.prerequisites import (Prerequisite, Reference, prerequisites_co
 from ha_ai_stack_tools.capture import CapturedResource
 from ha_ai_stack_tools.policy_check import analyze, configure, tier_config
 
-from .conftest import policy_pack, PROJECT_ROOT, run_stack_config, stack_capture
+from .conftest import policy_pack, PROJECT_ROOT, run_stack_config, stack_capture, stack_config
 
 PACK = PROJECT_ROOT / "policies"
 POLICY = "references-resolve"
@@ -34,8 +33,7 @@ def pack() -> Iterator[Any]:
 
 
 def prod_config() -> dict[str, Any]:
-    config = yaml.safe_load((PROJECT_ROOT / "stacks" / "Pulumi.prod.yaml").read_text())["config"]
-    return {key.removeprefix("haai:"): value for key, value in config.items()}
+    return stack_config("prod")
 
 
 def messages(pack: Any, resources: list[CapturedResource]) -> list[str]:
