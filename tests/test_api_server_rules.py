@@ -149,6 +149,15 @@ def test_every_label_key_and_value_is_one_the_api_server_takes(render: str) -> N
 
 
 @pytest.mark.parametrize("render", RENDERS)
+def test_the_namespace_enforces_warns_and_audits_the_restricted_level(render: str) -> None:
+    """Lowercase level names only: PodSecurity admission refuses a namespace whose level it does not know."""
+    [namespace] = [m for m in rendered(render) if m["kind"] == "Namespace"]
+    levels = {key.rpartition("/")[2]: value for key, value in namespace["metadata"]["labels"].items()
+              if key.startswith("pod-security.kubernetes.io/") and not key.endswith("-version")}
+    assert levels == {"enforce": "restricted", "warn": "restricted", "audit": "restricted"}
+
+
+@pytest.mark.parametrize("render", RENDERS)
 def test_no_request_exceeds_its_limit(render: str) -> None:
     """The API server refuses a container whose request of a resource is above its limit of it."""
     problems = []

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from ha_ai_stack_tools.capture import Capture
 from ha_ai_stack.config import ConfigError, validate_stack_config
-from ha_ai_stack.errors import problems_of
+from ha_ai_stack.errors import problems_of, reason
 
 from .conftest import run_stack_config
 
@@ -183,14 +183,15 @@ def test_readme_generated_tables_are_current() -> None:
     assert readme == with_generated_tables(readme, root), "run: python -m ha_ai_stack_tools.docs --write-readme README.md"
 
 
+class Bounded(BaseModel):
+    at_least: int = Field(default=1, ge=1)
+    above: int = Field(default=1, gt=0)
+    at_most: int = Field(default=1, le=1)
+    below: int = Field(default=1, lt=2)
+
+
 def test_every_kind_of_bound_reads_as_its_comparison() -> None:
     """Each pydantic bound (a consumer's own Args may use any of them) becomes 'must be <op> <limit>'."""
-    class Bounded(BaseModel):
-        at_least: int = Field(default=1, ge=1)
-        above: int = Field(default=1, gt=0)
-        at_most: int = Field(default=1, le=1)
-        below: int = Field(default=1, lt=2)
-
     with pytest.raises(ValidationError) as caught:
         Bounded(at_least=0, above=0, at_most=2, below=2)
     assert problems_of(caught.value, Bounded) == [
@@ -202,3 +203,11 @@ def test_every_kind_of_bound_reads_as_its_comparison() -> None:
 def test_an_unknown_key_inside_an_optional_section_gets_a_hint_from_that_section() -> None:
     raw = {"tier": "dev", "inference": [service(autoscaling={"max_replica": 4})]}
     assert problems(raw) == ["haai:inference[0].autoscaling.max_replica: unknown key (did you mean 'max_replicas'?)"]
+
+
+def test_an_error_without_context_still_reads_as_its_message() -> None:
+    """Custom validators may raise errors that carry no ``ctx``; the reason is then pydantic's message."""
+    assert reason({"type": "value_error", "loc": ("name",), "msg": "Value error, taken", "input": "x"}, Bounded) == \
+        "Value error, taken"
+    assert reason({"type": "string_type", "loc": ("name",), "msg": "Input should be a valid string", "input": 3},
+                  Bounded) == "must be a valid string (got 3)"

@@ -173,6 +173,10 @@ def test_device_plugin(preview: bool) -> None:
     assert [v["hostPath"]["path"] for v in pod["volumes"]] == ["/var/lib/kubelet/device-plugins"]
     assert pod["containers"][0]["image"] == "nvcr.io/nvidia/k8s-device-plugin:v0.17.0"
     assert pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"] is False
+    # Nodes without a working driver yet (a node joining, a driver upgrade) keep the plugin running, not crashing.
+    assert pod["containers"][0]["env"] == [{"name": "FAIL_ON_INIT_ERROR", "value": "false"}]
+    assert pod["containers"][0]["resources"] == {"requests": {"cpu": "50m", "memory": "64Mi"},
+                                                 "limits": {"cpu": "100m", "memory": "128Mi"}}
 
 
 @pytest.mark.parametrize(("fields", "message"), [
