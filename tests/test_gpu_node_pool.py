@@ -148,16 +148,21 @@ def test_instance_table_fills_the_contract_and_guards_gpu_requests() -> None:
 
 
 def test_inference_service_consumes_the_pool_contract(preview: bool) -> None:
-    spec = GpuNodePoolArgs(name="gpu", backend="karpenter", instance_types=["g5.xlarge"], zones=ZONES, karpenter=KARPENTER)
+    spec = GpuNodePoolArgs(name="gpu", backend="karpenter", instance_types=["g5.xlarge"], zones=ZONES, karpenter=KARPENTER,
+                           node_labels={"team": "ml"})
 
     def program() -> None:
         pool = GpuNodePool("gpu", spec)
         InferenceService("svc", InferenceServiceArgs(image="nvcr.io/nvidia/tritonserver:24.08-py3", node_pool=pool.contract,
                                                      resources=ResourceSpec(gpus=1)))
 
-    [deployment] = [m for m in manifests(run_components(program, preview=preview)) if m["kind"] == "Deployment"]
+    objects = manifests(run_components(program, preview=preview))
+    [deployment] = [m for m in objects if m["kind"] == "Deployment"]
     pod = deployment["spec"]["template"]["spec"]
-    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true", "ha-ai-stack/gpu-pool": "gpu"}
+    # The pool's own labels too: the pods select exactly the labels its nodes are given.
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true", "ha-ai-stack/gpu-pool": "gpu", "team": "ml"}
+    [node_pool] = [m for m in objects if m["kind"] == "NodePool"]
+    assert pod["nodeSelector"].items() <= node_pool["spec"]["template"]["metadata"]["labels"].items()
     assert pod["topologySpreadConstraints"][0]["minDomains"] == 3
 
 
