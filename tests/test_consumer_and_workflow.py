@@ -6,17 +6,20 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pulumi
 import pytest
 import yaml
+from pulumi.errors import InputPropertiesError
 
 from ha_ai_stack.connection import RedisConnection
 from ha_ai_stack.options import public_output_names
+from ha_ai_stack.provider import PACKAGE, SERVED, VERSION, HaaiProvider
 from ha_ai_stack_tools.capture import Project, capture_program
 from ha_ai_stack_tools.render import manifests
 
-from .conftest import PROJECT_ROOT
+from .conftest import PROJECT_ROOT, run_components
 from .schemas import validate_object
 
 CONSUMER = PROJECT_ROOT / "examples" / "consumer"
@@ -92,3 +95,21 @@ def test_a_connection_reads_like_a_mapping_as_the_provider_reads_complex_outputs
     assert connection.get("port") == 6379
     assert connection.get("password_secret_name") == "redis-auth"
     assert connection.get("not_a_field", "fallback") == "fallback"
+
+
+def test_the_component_provider_constructs_in_process_and_reports_bad_inputs_as_input_errors() -> None:
+    """The same construct the provider process runs for YAML, TypeScript and Go programs (tests/test_provider.py
+    drives that process over gRPC); here in process, under the mocks."""
+    results: list[Any] = []
+
+    def construct(inputs: dict[str, Any]) -> None:
+        results.append(HaaiProvider(SERVED, PACKAGE, None, VERSION).construct(
+            "ranker", "haai:index:InferenceService", inputs, None))
+
+    capture = run_components(lambda: construct({"image": "ghcr.io/acme/api:1.0", "namespace": "ml"}))
+    assert sorted(r.name for r in capture.resources) == [
+        "ranker", "ranker-deployment", "ranker-netpol", "ranker-pdb", "ranker-sa", "ranker-service"]
+    assert len(results) == 1
+    with pytest.raises(InputPropertiesError) as raised:  # not the SDK's ComponentInitError, a stack trace
+        run_components(lambda: construct({"image": "ghcr.io/acme/api:1.0", "replicas": 0}))
+    assert str(raised.value).splitlines()[1:] == ["  replicas: must be >= 1 (got 0)"]
