@@ -28,6 +28,8 @@ RESOURCE_NAME = re.compile(r"^(cpu|memory|ephemeral-storage|hugepages-[0-9]+[KMG
                            r"|[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$")
 FIELD_PATHS = {"metadata.name", "metadata.namespace", "metadata.uid", "spec.nodeName", "spec.serviceAccountName",
                "status.hostIP", "status.hostIPs", "status.podIP", "status.podIPs"}
+# IANA service names, as the API server checks named ports: lowercase, at most 15, at least one letter.
+PORT_NAME = re.compile(r"^(?=.{1,15}$)(?=.*[a-z])[a-z0-9]([a-z0-9]|-(?!-))*[a-z0-9]$|^[a-z]$")
 VARIABLE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 RESTORE_FROM = "s3://acme-redis-backups/prod/redis/20261126T010344Z"
 
@@ -95,6 +97,16 @@ def test_values_the_api_server_takes_only_from_a_closed_list(render: str) -> Non
                 problems.append(f"{where}: imagePullPolicy {container['imagePullPolicy']}")
             problems += [f"{where}: port protocol {port['protocol']}" for port in container.get("ports", [])
                          if port.get("protocol", "TCP") not in PROTOCOLS]
+            own_ports = {port.get("name") for port in container.get("ports", [])}
+            problems += [f"{where}: port name {port['name']!r}" for port in container.get("ports", [])
+                         if "name" in port and not PORT_NAME.match(port["name"])]
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                target = (container.get(probe, {}).get("httpGet") or container.get(probe, {}).get("tcpSocket") or {})
+                if isinstance(target.get("port"), str) and target["port"] not in own_ports:
+                    problems.append(f"{where}: {probe} port {target['port']!r} is not a port of the container")
+            problems += [f"{where}: env {env['name']} reads a {source} without a name"
+                         for env in container.get("env", []) for source in ("secretKeyRef", "configMapKeyRef")
+                         if source in env.get("valueFrom", {}) and not env["valueFrom"][source].get("name")]
             for bound in ("requests", "limits"):
                 problems += [f"{where}: resource name {name!r}" for name in container.get("resources", {}).get(bound, {})
                              if not RESOURCE_NAME.match(name)]
@@ -112,6 +124,9 @@ def test_values_the_api_server_takes_only_from_a_closed_list(render: str) -> Non
                   for p in rule.get("ports", [])] if manifest["kind"] == "NetworkPolicy" else [])
         problems += [f"{manifest['kind']} {manifest['metadata']['name']}: protocol {p['protocol']}" for p in ports
                      if p.get("protocol", "TCP") not in PROTOCOLS]
+        if manifest["kind"] == "Service":
+            problems += [f"Service {manifest['metadata']['name']}: port name {p['name']!r}" for p in ports
+                         if "name" in p and not PORT_NAME.match(p["name"])]
     assert problems == []
 
 
@@ -136,6 +151,11 @@ def test_the_label_rules_refuse_what_the_api_server_refuses() -> None:
     assert label_problems({"ha-ai-stack/redis-group": "a", "app.kubernetes.io/name": "redis", "tier": ""}) == []
     assert label_problems({"HA-AI-STACK/group": "a", "x/-name": "b", "ok": "a" * 64, "k": "-v"}) == [
         "key 'HA-AI-STACK/group'", "key 'x/-name'", f"value {'a' * 64!r} of 'ok'", "value '-v' of 'k'"]
+
+
+def test_the_port_name_rule_refuses_what_the_api_server_refuses() -> None:
+    assert [n for n in ("http", "metrics", "redis-bus", "h2c", "a" * 15, "p") if not PORT_NAME.match(n)] == []
+    assert [n for n in ("METRICS", "a" * 16, "8080", "-redis", "redis-", "re--dis", "re_dis") if PORT_NAME.match(n)] == []
 
 
 @pytest.mark.parametrize("render", RENDERS)

@@ -131,6 +131,14 @@ def test_placement_strength(preview: bool, placement: str) -> None:
         assert spread["whenUnsatisfiable"] == "ScheduleAnyway" and "minDomains" not in spread
 
 
+@pytest.mark.parametrize(("zones", "min_domains"), [(1, None), (2, 2), (3, 3)])
+def test_min_domains_waits_for_every_zone_of_a_multi_zone_pool(zones: int, min_domains: int | None) -> None:
+    pool = GpuSchedulingContract.for_pool("gpu", gpus_per_node=4, gpu_model="A10G",
+                                          zones=[f"us-east-1{z}" for z in "abc"[:zones]])
+    [spread] = pod_spec(build(False, node_pool=pool))["topologySpreadConstraints"]
+    assert spread.get("minDomains") == min_domains  # one zone: nothing to wait for
+
+
 def test_gpu_requests_equal_limits_and_pool_contract(preview: bool) -> None:
     capture = build(preview, node_pool=POOL, resources=ResourceSpec(gpus=2))
     resources = container(capture)["resources"]

@@ -251,6 +251,8 @@ def test_backups_are_a_cron_job_of_two_containers_on_a_scratch_volume_with_the_p
                     service_account_annotations={"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/b"})
     cron = next(c for c in objects_of(capture, "CronJob") if c["metadata"]["name"] == "redis-backup")
     assert cron["spec"]["schedule"] == "15 */6 * * *" and cron["spec"]["concurrencyPolicy"] == "Forbid"
+    # The last good run's pod and log stay for a look, the last three failed ones for the alert's follow-up.
+    assert (cron["spec"]["successfulJobsHistoryLimit"], cron["spec"]["failedJobsHistoryLimit"]) == (1, 3)
     pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     [dump] = pod["initContainers"]
     [upload] = pod["containers"]
