@@ -219,7 +219,8 @@ def test_restricted_security_and_writable_scratch(preview: bool) -> None:
     [("ghcr.io/acme/model:latest", "uses the 'latest' tag"),
      ("ghcr.io/acme/model", "has no tag"),
      ("registry.local:5000/acme/model", "has no tag"),
-     ("ghcr.io/acme/model@sha256:abc", "malformed digest")],
+     ("ghcr.io/acme/model@sha256:abc", "malformed digest"),
+     ("ghcr.io/acme/model:1.0:latest", "uses the 'latest' tag")],  # the tag is after the last ':'
 )
 def test_unpinned_images_are_rejected(image: str, reason: str) -> None:
     with pytest.raises(ArgsError, match=reason):
