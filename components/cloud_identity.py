@@ -50,15 +50,20 @@ def read_only_s3_policy(locations: list[S3Location]) -> dict[str, Any]:
     return {"Version": "2012-10-17", "Statement": statements}
 
 
-def backup_s3_policy(backup: S3Location, restore: S3Location | None) -> dict[str, Any]:
-    """Write, read and delete (retention) under the backup prefix; read under the restore source; list both."""
-    statements: list[dict[str, Any]] = [
-        {"Effect": "Allow", "Action": ["s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
-         "Resource": [backup.object_arn()]}]
+def backup_s3_policy(backup: S3Location | None, restore: S3Location | None) -> dict[str, Any]:
+    """Write, read and delete (retention) under the backup prefix; only read under the restore source; list both.
+
+    A restore-only cluster gets no write or delete anywhere: the source of a restore is somebody's backups."""
+    statements: list[dict[str, Any]] = []
+    if backup is not None:
+        statements.append({"Effect": "Allow",
+                           "Action": ["s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+                           "Resource": [backup.object_arn()]})
     if restore is not None:
         statements.append({"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [restore.object_arn()]})
-    for bucket in sorted({loc.bucket for loc in (backup, restore) if loc is not None}):
-        prefixes = sorted({f"{loc.prefix}/*" for loc in (backup, restore) if loc is not None and loc.bucket == bucket})
+    locations = [loc for loc in (backup, restore) if loc is not None]
+    for bucket in sorted({loc.bucket for loc in locations}):
+        prefixes = sorted({f"{loc.prefix}/*" for loc in locations if loc.bucket == bucket})
         statements.append({"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": f"arn:aws:s3:::{bucket}",
                            "Condition": {"StringLike": {"s3:prefix": prefixes}}})
     return {"Version": "2012-10-17", "Statement": statements}

@@ -276,7 +276,7 @@ class HaAiStack(pulumi.ComponentResource):
             role_id = role_name(config.namespace, "redis-backup")
             role = irsa_role(aws, f"{name}-redis-backup-role", role_id, identity(cluster), config.namespace,
                              backup_service_account_name("redis"), child,
-                             policy=backup_s3_policy(backup or restore, restore))  # type: ignore[arg-type]
+                             policy=backup_s3_policy(backup, restore))
             self.aws_resources.append(role)
             redis_role = (identity(cluster).role_arn(role_id), role)
         return addons, roles, redis_role

@@ -110,6 +110,33 @@ def run_stack_config(
     )
 
 
+PROD_VARIANT_RESTORE_FROM = "s3://acme-redis-backups/prod/redis/20261126T010344Z"
+
+
+def prod_variant_capture() -> Capture:
+    """Prod with a restore, a shared model cache and KEDA: paths the shipped stacks leave off. Run once."""
+    def compute() -> Capture:
+        config = stack_config("prod")
+        config["redis"]["restore_from"] = PROD_VARIANT_RESTORE_FROM
+        services = {service["name"]: service for service in config["inference"]}
+        services["vllm-chat"]["model"].update(cache="pvc", cache_claim="models-efs")
+        services["triton"]["autoscaling"].update(engine="keda")
+        config["prerequisites"] += [
+            {"kind": "PersistentVolumeClaim", "name": "models-efs", "reason": "EFS claim for the shared model cache"},
+            {"kind": "CustomResourceDefinition", "name": "scaledobjects.keda.sh", "reason": "KEDA"}]
+        return run_stack_config(config, stack="prod")
+
+    return once_per_session(("prod-variant",), compute)
+
+
+# Every render we ship plus the variant: checks that hold for any render run over these.
+RENDERS = (*STACKS, "prod-variant")
+
+
+def render_capture(render: str) -> Capture:
+    return prod_variant_capture() if render == "prod-variant" else stack_capture(render)
+
+
 def objects_of(capture: Capture, kind: str) -> list[dict[str, Any]]:
     return [m for m in manifests(capture) if m["kind"] == kind]
 

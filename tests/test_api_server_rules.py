@@ -17,7 +17,7 @@ from kubernetes.utils.quantity import parse_quantity
 
 from ha_ai_stack_tools.render import manifests
 
-from .conftest import STACKS, once_per_session, run_stack_config, stack_capture, stack_config
+from .conftest import RENDERS, once_per_session, render_capture
 
 PULL_POLICIES = {"Always", "IfNotPresent", "Never"}
 PROTOCOLS = {"TCP", "UDP", "SCTP"}
@@ -30,30 +30,15 @@ FIELD_PATHS = {"metadata.name", "metadata.namespace", "metadata.uid", "spec.node
                "status.hostIP", "status.hostIPs", "status.podIP", "status.podIPs"}
 # IANA service names, as the API server checks named ports: lowercase, at most 15, at least one letter.
 PORT_NAME = re.compile(r"^(?=.{1,15}$)(?=.*[a-z])[a-z0-9]([a-z0-9]|-(?!-))*[a-z0-9]$|^[a-z]$")
+# A DNS-1123 label: what the API server takes as a container or volume name.
+DNS_LABEL = re.compile(r"^(?=.{1,63}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+HPA_SELECT_POLICIES = {"Min", "Max", "Disabled"}
+HPA_POLICY_TYPES = {"Pods", "Percent"}
 VARIABLE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
-RESTORE_FROM = "s3://acme-redis-backups/prod/redis/20261126T010344Z"
 
 
-def prod_variant() -> list[dict[str, Any]]:
-    """Prod with a restore, a shared model cache and KEDA: paths the shipped stacks leave off."""
-    config = stack_config("prod")
-    config["redis"]["restore_from"] = RESTORE_FROM
-    services = {service["name"]: service for service in config["inference"]}
-    services["vllm-chat"]["model"].update(cache="pvc", cache_claim="models-efs")
-    services["triton"]["autoscaling"].update(engine="keda")
-    config["prerequisites"] += [
-        {"kind": "PersistentVolumeClaim", "name": "models-efs", "reason": "EFS claim for the shared model cache"},
-        {"kind": "CustomResourceDefinition", "name": "scaledobjects.keda.sh", "reason": "KEDA"}]
-    return manifests(run_stack_config(config, stack="prod"))
-
-
-RENDERS = [*STACKS, "prod-variant"]
-
-
-def rendered(name: str) -> list[dict[str, Any]]:
-    if name != "prod-variant":
-        return manifests(stack_capture(name))
-    return once_per_session(("prod-variant",), prod_variant)
+def rendered(render: str) -> list[dict[str, Any]]:
+    return once_per_session(("manifests", render), lambda: manifests(render_capture(render)))
 
 
 def pod_templates(objects: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
@@ -127,7 +112,42 @@ def test_values_the_api_server_takes_only_from_a_closed_list(render: str) -> Non
         if manifest["kind"] == "Service":
             problems += [f"Service {manifest['metadata']['name']}: port name {p['name']!r}" for p in ports
                          if "name" in p and not PORT_NAME.match(p["name"])]
+        if manifest["kind"] == "HorizontalPodAutoscaler":
+            for direction, rules in manifest["spec"].get("behavior", {}).items():
+                if rules.get("selectPolicy", "Max") not in HPA_SELECT_POLICIES:
+                    problems.append(f"{describe(manifest)}: {direction} selectPolicy {rules['selectPolicy']}")
+                problems += [f"{describe(manifest)}: {direction} policy type {policy['type']}"
+                             for policy in rules.get("policies", []) if policy["type"] not in HPA_POLICY_TYPES]
     assert problems == []
+
+
+def test_the_dns_label_rule_refuses_what_the_api_server_refuses() -> None:
+    assert [n for n in ("redis", "model-cache", "dshm", "a" * 63, "0") if not DNS_LABEL.match(n)] == []
+    assert [n for n in ("DSHM", "a" * 64, "-tmp", "tmp-", "model_cache", "model.cache", "") if DNS_LABEL.match(n)] == []
+
+
+@pytest.mark.parametrize("render", RENDERS)
+def test_containers_volumes_and_mounts_name_what_the_pod_declares(render: str) -> None:
+    """Container and volume names are unique DNS labels; each mount names a volume of the pod (or, in a
+    StatefulSet, a claim template), and no container mounts two volumes at one path."""
+    problems, mounts_checked = [], 0
+    for workload, template in pod_templates(rendered(render)):
+        pod = template["spec"]
+        claims = {c["metadata"]["name"] for c in workload["spec"].get("volumeClaimTemplates", [])}
+        for what, names in (("container", [c["name"] for c in containers(pod)]),
+                            ("volume", [v["name"] for v in pod.get("volumes", [])] + sorted(claims))):
+            problems += [f"{describe(workload)}: {what} name {n!r}" for n in names if not DNS_LABEL.match(n)]
+            problems += [f"{describe(workload)}: {what} {n} twice" for n in sorted(set(names)) if names.count(n) > 1]
+        volumes = {v["name"] for v in pod.get("volumes", [])} | claims
+        for container in containers(pod):
+            paths = [m["mountPath"] for m in container.get("volumeMounts", [])]
+            problems += [f"{describe(workload, container)}: two mounts at {p}" for p in sorted(set(paths))
+                         if paths.count(p) > 1]
+            for mount in container.get("volumeMounts", []):
+                mounts_checked += 1
+                if mount["name"] not in volumes:
+                    problems.append(f"{describe(workload, container)} mounts {mount['name']}, not a volume of the pod")
+    assert mounts_checked and problems == []
 
 
 # Label keys: an optional DNS-subdomain prefix and "/", then a name part; values: empty or a name part, at most 63.

@@ -12,7 +12,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from ha_ai_stack.cloud_identity import read_only_s3_policy, s3_locations
+from ha_ai_stack.cloud_identity import S3Location, backup_s3_policy, read_only_s3_policy, s3_locations
 
 from .conftest import stack_capture
 
@@ -99,3 +99,48 @@ def test_each_irsa_role_is_tagged_with_the_service_account_that_may_assume_it() 
                     "haai-ai-serving-vllm-chat": {"ha-ai-stack/service-account": "ai-serving/vllm-chat"},
                     "haai-ai-serving-triton": {"ha-ai-stack/service-account": "ai-serving/triton"},
                     "haai-ai-serving-redis-backup": {"ha-ai-stack/service-account": "ai-serving/redis-backup"}}
+
+
+WRITE = ["s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
+
+
+def listing(bucket: str, *prefixes: str) -> dict[str, Any]:
+    return {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": f"arn:aws:s3:::{bucket}",
+            "Condition": {"StringLike": {"s3:prefix": list(prefixes)}}}
+
+
+def test_a_backup_policy_writes_only_its_prefix_and_reads_the_restore_source() -> None:
+    backup = S3Location("backups", "prod/redis")
+    assert backup_s3_policy(backup, None)["Statement"] == [
+        {"Effect": "Allow", "Action": WRITE, "Resource": ["arn:aws:s3:::backups/prod/redis/*"]},
+        listing("backups", "prod/redis/*")]
+    assert backup_s3_policy(backup, S3Location("backups", "staging/redis/20261126T010344Z"))["Statement"] == [
+        {"Effect": "Allow", "Action": WRITE, "Resource": ["arn:aws:s3:::backups/prod/redis/*"]},
+        {"Effect": "Allow", "Action": ["s3:GetObject"],
+         "Resource": ["arn:aws:s3:::backups/staging/redis/20261126T010344Z/*"]},
+        listing("backups", "prod/redis/*", "staging/redis/20261126T010344Z/*")]
+    assert backup_s3_policy(backup, S3Location("old", "r/1"))["Statement"][2:] == [
+        listing("backups", "prod/redis/*"), listing("old", "r/1/*")]
+
+
+def test_a_restore_only_policy_cannot_write_or_delete_the_backups_it_restores() -> None:
+    assert backup_s3_policy(None, S3Location("backups", "prod/redis/1")) == {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": ["arn:aws:s3:::backups/prod/redis/1/*"]},
+        listing("backups", "prod/redis/1/*")]}
+
+
+def test_each_model_role_reads_exactly_what_its_server_and_model_fetch_name() -> None:
+    """vllm-chat fetches its weights and their manifest (a sibling object, not under the weights' prefix);
+    triton names its model repository in its args."""
+    policies = {policy["role"]: json.loads(policy["policy"])["Statement"]
+                for policy in of_type("prod", "aws:iam/rolePolicy:RolePolicy")}
+    weights, manifest = "prod/llama-3.1-8b-instruct", "prod/llama-3.1-8b-instruct.manifest.json"
+    assert policies["haai-ai-serving-vllm-chat"] == [
+        {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [
+            f"arn:aws:s3:::acme-models/{weights}", f"arn:aws:s3:::acme-models/{manifest}",
+            f"arn:aws:s3:::acme-models/{manifest}/*", f"arn:aws:s3:::acme-models/{weights}/*"]},
+        listing("acme-models", weights, manifest, f"{manifest}/*", f"{weights}/*")]
+    assert policies["haai-ai-serving-triton"] == [
+        {"Effect": "Allow", "Action": ["s3:GetObject"],
+         "Resource": ["arn:aws:s3:::acme-models/prod", "arn:aws:s3:::acme-models/prod/*"]},
+        listing("acme-models", "prod", "prod/*")]

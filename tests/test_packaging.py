@@ -43,6 +43,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built
 
 
+@pytest.mark.own_process
 def test_bare_install_needs_only_the_four_runtime_packages(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
@@ -60,6 +61,7 @@ def test_bare_install_needs_only_the_four_runtime_packages(wheel: Path) -> None:
     assert not any(n.startswith("components/") for n in names)
 
 
+@pytest.mark.own_process
 def test_consumer_with_its_own_components_package_builds_a_stack(wheel: Path, tmp_path: Path) -> None:
     """A fresh venv with the wheel installed (its dependencies borrowed from this venv through a .pth file,
     as no registry is needed for them), next to a project whose own `components/` package is imported too."""

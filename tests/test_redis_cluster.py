@@ -224,7 +224,17 @@ def test_metrics_exporter_sidecar_is_pinned(preview: bool) -> None:
     containers = objects_of(build(preview, zones=ZONES, metrics_exporter=True), "StatefulSet")[0]["spec"]["template"][
         "spec"]["containers"]
     assert [c["name"] for c in containers] == ["redis", "metrics"]
-    assert containers[1]["image"] == "oliver006/redis_exporter:v1.62.0"
+    # Ready after 30 s of failed scrapes (Prometheus stops using it), restarted only after 60 s: a slow scrape
+    # under load must not restart the exporter, and never the pod's Redis.
+    health = {"httpGet": {"path": "/health", "port": "metrics"}, "periodSeconds": 10, "timeoutSeconds": 5,
+              "successThreshold": 1}
+    assert {key: value for key, value in containers[1].items() if key != "securityContext"} == {
+        "name": "metrics", "image": "oliver006/redis_exporter:v1.62.0", "imagePullPolicy": "IfNotPresent",
+        "env": [{"name": "REDIS_ADDR", "value": "redis://127.0.0.1:6379"},
+                {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "redis-auth", "key": "password"}}}],
+        "ports": [{"name": "metrics", "containerPort": 9121, "protocol": "TCP"}],
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "100m", "memory": "128Mi"}},
+        "readinessProbe": {**health, "failureThreshold": 3}, "livenessProbe": {**health, "failureThreshold": 6}}
 
 
 def test_connection_contract_reaches_inference_pods(preview: bool) -> None:

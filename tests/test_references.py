@@ -214,6 +214,9 @@ def test_references_of_an_ingress_and_a_pvc() -> None:
     assert ingress == [Reference("IngressClass", "alb", None, "spec.ingressClassName")]
     claim = references_of("v1", "PersistentVolumeClaim", {"metadata": {"name": "c", "namespace": "ml"}, "spec": {}})
     assert claim == [Reference("DefaultStorageClass", "", None, "spec.storageClassName")]
+    named = {"metadata": {"name": "c", "namespace": "ml"}, "spec": {"storageClassName": "gp3"}}
+    assert references_of("v1", "PersistentVolumeClaim", named) == [
+        Reference("StorageClass", "gp3", None, "spec.storageClassName")]
     provided = provided_by([], [Prerequisite(kind="IngressClass", name="alb", reason="AWS LB controller")], "ml")
     assert provided.resolves(ingress[0]) and not provided.resolves(claim[0])
     default_class = {"metadata": {"name": "gp3", "annotations": {
@@ -228,12 +231,16 @@ def test_references_of_a_pod_env_from_both_sources_and_an_external_metric() -> N
         "name": "server", "env": [
             {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}},
             {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}}},
-            {"name": "SPARE", "valueFrom": {"configMapKeyRef": {"name": "extra", "key": "k", "optional": True}}}]}]}}}}
+            {"name": "SPARE", "valueFrom": {"configMapKeyRef": {"name": "extra", "key": "k", "optional": True}}}],
+        "envFrom": [{"secretRef": {"name": "creds"}}, {"configMapRef": {"name": "tuning"}},
+                    {"configMapRef": {"name": "maybe", "optional": True}}]}]}}}}
     found = [r for r in references_of("apps/v1", "Deployment", deployment) if r.kind in ("Secret", "ConfigMap")]
     assert found == [
         Reference("Secret", "hf", "ml", "spec.template.spec.containers[0].env[0].valueFrom.secretKeyRef", "token"),
         Reference("ConfigMap", "settings", "ml", "spec.template.spec.containers[0].env[1].valueFrom.configMapKeyRef",
-                  "mode")]
+                  "mode"),
+        Reference("Secret", "creds", "ml", "spec.template.spec.containers[0].envFrom[0].secretRef"),
+        Reference("ConfigMap", "tuning", "ml", "spec.template.spec.containers[0].envFrom[1].configMapRef")]
     hpa = {"metadata": {"name": "web", "namespace": "ml"}, "spec": {"metrics": [
         {"type": "External", "external": {"metric": {"name": "queue_depth"}, "target": {"type": "AverageValue"}}}]}}
     assert references_of("autoscaling/v2", "HorizontalPodAutoscaler", hpa) == [
@@ -319,3 +326,16 @@ def test_redis_backups_get_a_role_for_their_prefix_only_on_eks_and_demand_one_el
         run_stack_config(config, stack="prod")
     config["redis"]["service_account_annotations"] = {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/backup"}
     run_stack_config(config, stack="prod")
+
+
+def test_a_restore_without_backups_gets_a_read_only_role() -> None:
+    config = prod_config()
+    config["tier"] = "staging"  # prod demands backups
+    del config["redis"]["backup"]
+    config["redis"]["restore_from"] = "s3://acme-redis-backups/prod/redis/20261126T010344Z"
+    [policy] = [r for r in run_stack_config(config, stack="prod").resources if r.name == "prod-redis-backup-role-policy"]
+    assert json.loads(policy.inputs["policy"])["Statement"] == [
+        {"Effect": "Allow", "Action": ["s3:GetObject"],
+         "Resource": ["arn:aws:s3:::acme-redis-backups/prod/redis/20261126T010344Z/*"]},
+        {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": "arn:aws:s3:::acme-redis-backups",
+         "Condition": {"StringLike": {"s3:prefix": ["prod/redis/20261126T010344Z/*"]}}}]

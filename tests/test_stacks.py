@@ -12,7 +12,7 @@ from ha_ai_stack_tools.render import manifests, summary, write_manifests
 
 from .schemas import validate_object
 
-from .conftest import PROJECT_ROOT, STACKS, haai, project_copy, stack_capture
+from .conftest import PROJECT_ROOT, RENDERS, STACKS, haai, project_copy, render_capture, stack_capture
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -44,15 +44,26 @@ def test_preview_renders_the_same_objects_as_update(stack: str) -> None:
     assert without_secret_data == [{k: v for k, v in m.items() if k != "stringData"} for m in update]
 
 
-@pytest.mark.parametrize("stack", STACKS)
-def test_every_object_passes_strict_schema(stack: str) -> None:
-    capture = stack_capture(stack)
+@pytest.mark.parametrize("render", RENDERS)
+def test_every_object_passes_strict_schema(render: str) -> None:
+    stack = render if render in STACKS else "prod"
     version = yaml.safe_load((PROJECT_ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"][
         "haai:kubernetes_version"]
-    objects = manifests(capture)
+    objects = manifests(render_capture(render))
     assert objects
     for manifest in objects:
         validate_object(manifest, version)
+
+
+@pytest.mark.parametrize("render", RENDERS)
+def test_every_resource_hangs_under_the_stack_component(render: str) -> None:
+    """A resource registered without its parent sits at the stack's root: its URN changes when it is moved back,
+    and the engine replaces it; consumers also lose the component's options (providers, protect, depends_on)."""
+    capture = render_capture(render)
+    by_urn = {r.urn: r for r in capture.resources}
+    roots = sorted(f"{r.type_token} {r.name}" for r in capture.resources if r.parent not in by_urn)
+    stack = render if render in STACKS else "prod"
+    assert roots == [f"haai:index:HaAiStack {stack}", f"pulumi:providers:kubernetes {stack}-kubernetes"]
 
 
 def test_prod_meets_the_ha_rules() -> None:
