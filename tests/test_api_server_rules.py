@@ -295,3 +295,15 @@ def test_autoscalers_scale_workloads_the_render_creates(render: str) -> None:
                 and (m["spec"]["scaleTargetRef"].get("apiVersion"), m["spec"]["scaleTargetRef"]["kind"],
                      m["metadata"]["namespace"], m["spec"]["scaleTargetRef"]["name"]) not in workloads]
     assert problems == []
+
+
+@pytest.mark.parametrize("render", RENDERS)
+def test_every_pod_allowed_any_egress_can_reach_cluster_dns(render: str) -> None:
+    """Every pod here dials a Service, a peer or S3 by name; a NetworkPolicy that allows egress but not DNS
+    leaves it unable to resolve any of them. Only the namespace's default-deny allows no egress at all."""
+    dns = {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                   "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+           "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
+    policies = [m for m in rendered(render) if m["kind"] == "NetworkPolicy" and "Egress" in m["spec"]["policyTypes"]]
+    without = sorted(m["metadata"]["name"] for m in policies if dns not in m["spec"].get("egress", []))
+    assert len(policies) >= 2 and without == ["default-deny"]

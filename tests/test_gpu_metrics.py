@@ -99,8 +99,28 @@ def test_the_alerts_that_matter() -> None:
         ("inference-vllm-chat", "InferenceGpuSaturated", {**warning, "service": "vllm-chat"}, "15m")]
     rules = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
     assert [name for name, r in rules.items() if set(r["annotations"]) != {"summary"}] == []
-    assert rules["RedisBackupFailed"]["annotations"]["summary"] == (
-        "A Redis backup Job failed: its log says which shard or upload (backup.sh, backup_s3.py).")
+    # What the person on call reads first: the subject, what it means, and what to do where there is a step.
+    summaries = {(g["name"], r["alert"]): r["annotations"]["summary"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert summaries == {
+        ("redis", "RedisClusterStateNotOk"): "A Redis member sees cluster_state other than ok: some slots are not served.",
+        ("redis", "RedisMastersNotOnePerZone"): "A zone holds more than one Redis master: losing it would take a "
+        "majority. The balance CronJob should have moved them back; check its Jobs.",
+        ("redis", "RedisBalanceJobFailed"): "A redis-balance Job failed: masters may stay bunched in a zone.",
+        ("redis", "RedisBackupFailed"): "A Redis backup Job failed: its log says which shard or upload (backup.sh, "
+        "backup_s3.py).",
+        ("redis", "RedisBackupMissing"): "No Redis backup has completed for 25 hours.",
+        ("redis", "RedisMasterWithoutReplica"): "A Redis master has no connected replica: its shard is lost with its "
+        "node.",
+        ("redis", "RedisReplicationLag"): "A Redis replica lags its master by more than 10 s: a failover would lose "
+        "those writes.",
+        ("inference-ai-inference-service", "InferenceNoReadyReplicas"): "ai-inference-service has no ready replica: "
+        "it serves nothing.",
+        ("inference-triton", "InferenceNoReadyReplicas"): "triton has no ready replica: it serves nothing.",
+        ("inference-triton", "InferenceAutoscalerAtMax"): "triton has run at its autoscaler's ceiling for 15 minutes: "
+        "raise max_replicas or the pool.",
+        ("inference-triton", "InferenceGpuSaturated"): "triton's GPUs have been pinned at 100% for 15 minutes.",
+        ("inference-vllm-chat", "InferenceNoReadyReplicas"): "vllm-chat has no ready replica: it serves nothing.",
+        ("inference-vllm-chat", "InferenceGpuSaturated"): "vllm-chat's GPUs have been pinned at 100% for 15 minutes."}
 
     def redis_alert_names(config: dict[str, Any]) -> list[str]:
         [rule] = by_kind(manifests(run_stack_config(config)), "PrometheusRule")

@@ -15,6 +15,7 @@ from typing import Any
 import pulumi
 import pytest
 
+import ha_ai_stack.provider
 from ha_ai_stack import (
     ArgsError,
     GpuMetrics,
@@ -158,11 +159,15 @@ REGISTERED_OUTPUTS = {
 }
 
 
+@pytest.mark.parametrize("served", [False, True], ids=["library", "provider"])
 @pytest.mark.parametrize("component", sorted(SHAPES))
 def test_every_component_takes_a_dict_hands_down_depends_on_and_registers_its_outputs(
-    component: str, preview: bool
+    component: str, served: bool, preview: bool
 ) -> None:
+    """The same for the classes the component provider serves (ha_ai_stack.provider), which wrap the library's."""
     cls, args = SHAPES[component]
+    if served:
+        cls = getattr(ha_ai_stack.provider, component)
     registered: dict[str, dict[str, Any]] = {}
     original = pulumi.ComponentResource.register_outputs
 

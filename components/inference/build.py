@@ -10,7 +10,7 @@ from typing import Any
 from ..labels import selector_labels, standard_labels
 from ..probes import PRESETS, model_server_probes
 from ..scheduling import HOSTNAME, ZONE, separate, spread
-from ..security import restricted_container_security_context, restricted_pod_security_context
+from ..security import dns_egress_rule, restricted_container_security_context, restricted_pod_security_context
 from .spec import COMPONENT, MODEL_CACHE_PATH, InferenceServiceArgs, InferenceSpec
 
 @dataclass
@@ -193,17 +193,7 @@ def _network_policy_spec(args: InferenceServiceArgs, selector: dict[str, str]) -
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
         for ns in sorted(set(args.allow_from_namespaces))
     ]
-    egress: list[dict[str, Any]] = [
-        {
-            "to": [
-                {
-                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-                }
-            ],
-            "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
-        }
-    ]
+    egress: list[dict[str, Any]] = [dns_egress_rule()]
     if args.redis:
         egress.append(
             {

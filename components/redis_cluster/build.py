@@ -21,7 +21,7 @@ from ..labels import selector_labels, standard_labels
 from ..quantity import parse_quantity
 from ..scheduling import HOSTNAME, ZONE, Placement, separate
 from ..images import PYTHON_BOTO3_IMAGE
-from ..security import restricted_container_security_context, restricted_pod_security_context
+from ..security import dns_egress_rule, restricted_container_security_context, restricted_pod_security_context
 from .spec import (
     AWAIT_SLACK_SECONDS,
     BACKUP_DIR,
@@ -234,16 +234,8 @@ def network_policy_spec(name: str) -> dict[str, Any]:
         ],
         "egress": [
             {"to": [members], "ports": [{"port": CLIENT_PORT, "protocol": "TCP"}, {"port": BUS_PORT, "protocol": "TCP"}]},
-            _dns_egress(),
+            dns_egress_rule(),
         ],
-    }
-
-
-def _dns_egress() -> dict[str, Any]:
-    return {
-        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
-        "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
     }
 
 
@@ -258,7 +250,7 @@ def bootstrap_policy_spec(name: str) -> dict[str, Any]:
         "podSelector": {"matchLabels": admin_labels(name)},
         "policyTypes": ["Ingress", "Egress"],
         "egress": [{"to": [{"podSelector": {"matchLabels": selector_labels(name, name)}}],
-                    "ports": [{"port": CLIENT_PORT, "protocol": "TCP"}]}, _dns_egress()],
+                    "ports": [{"port": CLIENT_PORT, "protocol": "TCP"}]}, dns_egress_rule()],
     }
 
 
@@ -364,7 +356,7 @@ def s3_egress_policy_spec(name: str) -> dict[str, Any]:
     return {
         "podSelector": {"matchLabels": s3_labels(name)},
         "policyTypes": ["Ingress", "Egress"],
-        "egress": [{"ports": [{"port": 443, "protocol": "TCP"}]}, _dns_egress()],
+        "egress": [{"ports": [{"port": 443, "protocol": "TCP"}]}, dns_egress_rule()],
     }
 
 
