@@ -39,3 +39,13 @@ def restricted_container_security_context(read_only_root: bool = True) -> dict[s
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def dns_egress_rule() -> dict[str, Any]:
+    """The NetworkPolicy egress rule every pod that names a Service or an endpoint needs: cluster DNS (kube-dns
+    in kube-system, as on EKS and kubeadm clusters) over UDP and TCP (large answers fall back to TCP)."""
+    return {
+        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+        "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+    }
