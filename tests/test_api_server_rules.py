@@ -109,6 +109,9 @@ def test_values_the_api_server_takes_only_from_a_closed_list(render: str) -> Non
                   for p in rule.get("ports", [])] if manifest["kind"] == "NetworkPolicy" else [])
         problems += [f"{manifest['kind']} {manifest['metadata']['name']}: protocol {p['protocol']}" for p in ports
                      if p.get("protocol", "TCP") not in PROTOCOLS]
+        if manifest["kind"] == "NetworkPolicy":
+            problems += [f"{describe(manifest)}: policy type {kind}" for kind in manifest["spec"].get("policyTypes", [])
+                         if kind not in ("Ingress", "Egress")]
         if manifest["kind"] == "Service":
             problems += [f"Service {manifest['metadata']['name']}: port name {p['name']!r}" for p in ports
                          if "name" in p and not PORT_NAME.match(p["name"])]

@@ -137,6 +137,8 @@ def test_api_reference_lists_args_defaults_and_outputs() -> None:
 POOL = {"name": "gpu", "zones": ["a", "b", "c"], "gpus_per_node": 4}
 KARPENTER_POOL = {**POOL, "backend": "karpenter", "instance_types": ["g5.12xlarge"],
                   "karpenter": {"cluster_name": "ml", "node_role": "KarpenterNodeRole-ml"}}
+EKS_POOL = {**POOL, "backend": "eks", "instance_types": ["g5.12xlarge"],
+            "eks": {"cluster_name": "ml", "subnet_ids": ["subnet-a", "subnet-b", "subnet-c"]}}
 SHAPES: dict[str, tuple[Any, dict[str, Any]]] = {
     "InferenceService": (InferenceService, {"image": IMAGE, "namespace": "ml"}),
     "RedisCluster": (RedisCluster, {"namespace": "ml"}),
@@ -159,13 +161,18 @@ REGISTERED_OUTPUTS = {
 }
 
 
+# Each backend of a component that has several builds its own children (an eks pool makes AWS resources).
+BACKEND_SHAPES = {**SHAPES, "GpuNodePool/eks": (GpuNodePool, EKS_POOL)}
+
+
 @pytest.mark.parametrize("served", [False, True], ids=["library", "provider"])
-@pytest.mark.parametrize("component", sorted(SHAPES))
+@pytest.mark.parametrize("shape", sorted(BACKEND_SHAPES))
 def test_every_component_takes_a_dict_hands_down_depends_on_and_registers_its_outputs(
-    component: str, served: bool, preview: bool
+    shape: str, served: bool, preview: bool
 ) -> None:
     """The same for the classes the component provider serves (ha_ai_stack.provider), which wrap the library's."""
-    cls, args = SHAPES[component]
+    cls, args = BACKEND_SHAPES[shape]
+    component = shape.split("/")[0]
     if served:
         cls = getattr(ha_ai_stack.provider, component)
     registered: dict[str, dict[str, Any]] = {}

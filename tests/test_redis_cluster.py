@@ -170,6 +170,16 @@ def test_zones_roll_one_after_another_and_every_await_outlasts_its_work(preview:
     assert job_specs["redis-balance"]["activeDeadlineSeconds"] == 900
 
 
+@pytest.mark.parametrize(("ready_seconds", "failures"), [(60, 12), (600, 120), (601, 121), (605, 121), (7200, 1440)])
+def test_the_startup_probe_gives_a_member_at_least_its_ready_timeout(ready_seconds: int, failures: int) -> None:
+    """The kubelet restarts a member after periodSeconds x failureThreshold of failed startup checks: never
+    sooner than member_ready_timeout_seconds, and as a whole number (the API server takes no fraction)."""
+    [sts] = objects_of(build(False, member_ready_timeout_seconds=ready_seconds), "StatefulSet")[:1]
+    startup = sts["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
+    assert (startup["periodSeconds"], startup["failureThreshold"]) == (5, failures)
+    assert type(startup["failureThreshold"]) is int
+
+
 def test_custom_timeouts_follow_the_rollout_arithmetic(monkeypatch: pytest.MonkeyPatch) -> None:
     seen = record_custom_timeouts(monkeypatch)
     build(False, zones=ZONES, handover_timeout_seconds=60, member_ready_timeout_seconds=600)

@@ -303,6 +303,36 @@ def test_shared_cluster_objects_are_applied_server_side() -> None:
     assert not [r for r in run_stack_config(config, stack="prod").resources if r.type_token == "aws:eks/addon:Addon"]
 
 
+def test_redis_volumes_ask_for_our_class_on_aws_and_the_clusters_default_elsewhere() -> None:
+    def classes(config: dict[str, Any]) -> tuple[list[str], set[str | None]]:
+        capture = run_stack_config(config, stack="prod")
+        made = [r.inputs["metadata"]["name"] for r in capture.resources if r.inputs.get("kind") == "StorageClass"]
+        asked = {claim["spec"].get("storageClassName") for r in capture.resources if r.inputs.get("kind") == "StatefulSet"
+                 for claim in r.inputs["spec"]["volumeClaimTemplates"]}
+        return made, asked
+
+    config = prod_config()
+    del config["redis"]["storage_class"]  # an eks pool: the stack makes its encrypted gp3 class and asks for it
+    assert classes(config) == (["redis-gp3"], {"redis-gp3"})
+    config["gpu_pools"] = [{"name": "gpu-a10g", "gpus_per_node": 4}]  # no AWS pool: the cluster's default class
+    config["inference"] = [entry for entry in config["inference"] if entry["name"] == "ai-inference-service"]
+    config["redis"]["service_account_annotations"] = {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/backup"}
+    assert classes(config) == ([], {None})
+
+
+def test_the_ebs_csi_driver_is_installed_only_for_redis_volumes() -> None:
+    def addons(config: dict[str, Any]) -> list[str]:
+        return sorted(r.name for r in run_stack_config(config, stack="prod").resources
+                      if r.type_token in ("aws:eks/addon:Addon", "aws:iam/role:Role") and "ebs-csi" in r.name)
+
+    config = prod_config()
+    assert addons(config) == ["prod-acme-prod-ebs-csi-driver", "prod-acme-prod-ebs-csi-role"]
+    config["redis"] = {"enabled": False}
+    for entry in config["inference"]:
+        entry.pop("use_redis", None)
+    assert addons(config) == []
+
+
 def test_redis_backups_get_a_role_for_their_prefix_only_on_eks_and_demand_one_elsewhere() -> None:
     capture = stack_capture("prod")
     [role] = [r for r in capture.resources if r.name == "prod-redis-backup-role"]

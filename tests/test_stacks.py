@@ -66,6 +66,30 @@ def test_every_resource_hangs_under_the_stack_component(render: str) -> None:
     assert roots == [f"haai:index:HaAiStack {stack}", f"pulumi:providers:kubernetes {stack}-kubernetes"]
 
 
+PROD_COMPONENTS = {"namespace": {"prod"}, "inference": {"ai-inference-service", "triton", "vllm-chat"},
+                   "redis": {"redis"}, "gpu-metrics": {"dcgm-exporter"}, "device-plugin": {"nvidia-device-plugin"},
+                   "monitoring": {"prod"}}
+
+
+@pytest.mark.parametrize(("render", "components"), [
+    ("dev", {"namespace": {"dev"}, "inference": {"ai-inference-service", "triton"}, "redis": {"redis"},
+             "device-plugin": {"nvidia-device-plugin"}}),
+    ("staging", {"namespace": {"staging"}, "inference": {"ai-inference-service", "triton"}, "redis": {"redis"},
+                 "gpu-metrics": {"dcgm-exporter"}, "device-plugin": {"nvidia-device-plugin"},
+                 "gpu-node-pool": {"gpu-a10g"}, "monitoring": {"staging"}}),
+    ("prod", PROD_COMPONENTS), ("prod-variant", PROD_COMPONENTS)])
+def test_every_object_carries_the_recommended_labels_of_what_made_it(render: str, components: dict[str, set[str]]) -> None:
+    """`kubectl get all -l app.kubernetes.io/component=gpu-metrics` (and dashboards, cost reports) find an
+    object by these labels: part of ha-ai-stack, managed by Pulumi, and the component and name that made it."""
+    found: dict[str, set[str]] = {}
+    for manifest in manifests(render_capture(render)):
+        labels = manifest["metadata"].get("labels", {})
+        assert (labels.get("app.kubernetes.io/part-of"), labels.get("app.kubernetes.io/managed-by")) == (
+            "ha-ai-stack", "pulumi"), f"{manifest['kind']} {manifest['metadata']['name']}"
+        found.setdefault(labels["app.kubernetes.io/component"], set()).add(labels["app.kubernetes.io/name"])
+    assert found == components
+
+
 def test_prod_meets_the_ha_rules() -> None:
     objects = manifests(stack_capture("prod"))
     deployments = [m for m in objects if m["kind"] == "Deployment"]

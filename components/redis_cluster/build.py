@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from importlib import resources as package_files
 from string import Template
@@ -144,8 +145,9 @@ def statefulset_spec(
                   {"name": "cluster-bus", "containerPort": BUS_PORT, "protocol": "TCP"}],
         "resources": {"requests": dict(amounts), "limits": dict(amounts)},
         "securityContext": restricted_container_security_context(),
-        # A member may load and sync for member_ready_timeout_seconds before the kubelet gives up on it.
-        "startupProbe": _script_probe("liveness.sh", 5, max(1, spec.member_ready_timeout_seconds // 5)),
+        # A member may load and sync for at least member_ready_timeout_seconds before the kubelet gives up on it
+        # (rounded up to the 5 s period; the field's minimum, 60 s, keeps the threshold above 1).
+        "startupProbe": _script_probe("liveness.sh", 5, math.ceil(spec.member_ready_timeout_seconds / 5)),
         "readinessProbe": _script_probe("readiness.sh", 5, 2),
         "livenessProbe": _script_probe("liveness.sh", 10, 6),
         "lifecycle": {"preStop": {"exec": {"command": ["sh", f"{CONFIG_DIR}/pre-stop.sh"]}}},
