@@ -36,6 +36,14 @@ def prod_config() -> dict[str, Any]:
     return stack_config("prod")
 
 
+def prod_on_an_existing_pool() -> dict[str, Any]:
+    """prod on a GPU pool the stack does not make (no AWS pool), with only the service that reads no S3."""
+    config = prod_config()
+    config["gpu_pools"] = [{"name": "gpu-a10g", "gpus_per_node": 4}]
+    config["inference"] = [entry for entry in config["inference"] if entry["name"] == "ai-inference-service"]
+    return config
+
+
 def messages(pack: Any, resources: list[CapturedResource]) -> list[str]:
     return sorted(f.message for f in analyze(pack, resources) if f.policy == POLICY)
 
@@ -314,8 +322,8 @@ def test_redis_volumes_ask_for_our_class_on_aws_and_the_clusters_default_elsewhe
     config = prod_config()
     del config["redis"]["storage_class"]  # an eks pool: the stack makes its encrypted gp3 class and asks for it
     assert classes(config) == (["redis-gp3"], {"redis-gp3"})
-    config["gpu_pools"] = [{"name": "gpu-a10g", "gpus_per_node": 4}]  # no AWS pool: the cluster's default class
-    config["inference"] = [entry for entry in config["inference"] if entry["name"] == "ai-inference-service"]
+    config = prod_on_an_existing_pool()  # no AWS pool: the cluster's default class
+    del config["redis"]["storage_class"]
     config["redis"]["service_account_annotations"] = {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/backup"}
     assert classes(config) == ([], {None})
 
@@ -348,9 +356,7 @@ def test_redis_backups_get_a_role_for_their_prefix_only_on_eks_and_demand_one_el
     [sa] = [r.inputs for r in capture.resources if r.name == "redis-backup-sa"]
     assert sa["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/"
                                                                            "haai-ai-serving-redis-backup"}
-    config = prod_config()
-    config["gpu_pools"] = [{"name": "gpu-a10g", "gpus_per_node": 4}]
-    config["inference"] = [entry for entry in config["inference"] if entry["name"] == "ai-inference-service"]
+    config = prod_on_an_existing_pool()
     with pytest.raises(ConfigError, match=r"haai:redis.service_account_annotations: the Redis backups use S3 and no "
                                           r"eks pool is there to make their role"):
         run_stack_config(config, stack="prod")
